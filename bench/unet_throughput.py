@@ -1,0 +1,205 @@
+"""difflab ADM U-Net vs diffusers UNet2DModel on CPU: sampling and training throughput.
+
+Both nets get the same architecture as far as diffusers allows: widths per level, res blocks per
+level (+1 in the decoder), BigGAN-style residual up/down-sampling, scale-shift (AdaGN) embedding,
+attention with the same head width at the same resolutions, and a res–attn–res middle block.
+Parameter counts are printed and asserted equal within 5 %.
+
+Timings are interleaved A/B/A/B within one process and reported as medians.
+
+    python bench/unet_throughput.py                      # presets "cifar" and "digits"
+    python bench/unet_throughput.py --resolution 64 --channels 3 --batch 8 --reps 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))  # repo root
+from difflab.nets import NETS  # noqa: E402
+
+
+@dataclass
+class Config:
+    name: str
+    resolution: int
+    channels: int
+    batch: int
+    model_channels: int
+    channel_mult: tuple[int, ...]
+    attention_resolutions: tuple[int, ...]
+    head_channels: int
+    num_res_blocks: int = 2
+    norm_groups: int = 32  # diffusers' norm_num_groups (difflab picks its own, ≤ 32)
+
+
+PRESETS = {
+    "cifar": Config("cifar 32x32x3", 32, 3, 16, 64, (1, 2, 2), (16,), 32),
+    "digits": Config("digits 8x8x1", 8, 1, 64, 32, (1, 2, 2), (4,), 32, norm_groups=16),
+}
+
+
+def build_difflab(cfg: Config) -> torch.nn.Module:
+    return NETS.build(
+        {
+            "name": "unet",
+            "in_channels": cfg.channels,
+            "out_channels": cfg.channels,
+            "resolution": cfg.resolution,
+            "model_channels": cfg.model_channels,
+            "channel_mult": cfg.channel_mult,
+            "num_res_blocks": cfg.num_res_blocks,
+            "attention_resolutions": cfg.attention_resolutions,
+            "head_channels": cfg.head_channels,
+        }
+    )
+
+
+def build_diffusers(cfg: Config) -> torch.nn.Module:
+    levels = len(cfg.channel_mult)
+    attn = [cfg.resolution // 2**i in cfg.attention_resolutions for i in range(levels)]
+    down = tuple("AttnDownBlock2D" if a else "ResnetDownsampleBlock2D" for a in attn)
+    up = tuple("AttnUpBlock2D" if a else "ResnetUpsampleBlock2D" for a in reversed(attn))
+    return UNet2DModel(
+        sample_size=cfg.resolution,
+        in_channels=cfg.channels,
+        out_channels=cfg.channels,
+        block_out_channels=tuple(cfg.model_channels * m for m in cfg.channel_mult),
+        layers_per_block=cfg.num_res_blocks,
+        down_block_types=down,
+        up_block_types=up,
+        attention_head_dim=cfg.head_channels,
+        norm_num_groups=cfg.norm_groups,
+        resnet_time_scale_shift="scale_shift",
+        downsample_type="resnet",
+        upsample_type="resnet",
+    )
+
+
+def num_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def make_step(
+    net: torch.nn.Module, x: torch.Tensor, c_noise: torch.Tensor, train: bool, bf16: bool
+) -> Callable[[], None]:
+    """One sampling forward (inference mode) or one training step (forward, backward, AdamW)."""
+    is_diffusers = isinstance(net, UNet2DModel)
+
+    def forward() -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            if is_diffusers:
+                return net(x, c_noise, return_dict=False)[0]
+            return net(x, c_noise)
+
+    if not train:
+        net.eval()
+
+        def step() -> None:
+            with torch.inference_mode():
+                forward()
+
+        return step
+
+    net.train()
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    target = torch.randn_like(x)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss = F.mse_loss(forward().float(), target)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def interleaved(steps: list[Callable[[], None]], reps: int, warmup: int) -> list[float]:
+    """Median seconds per call of each step, timed A/B/A/B... after `warmup` calls of each."""
+    for _ in range(warmup):
+        for step in steps:
+            step()
+    times: list[list[float]] = [[] for _ in steps]
+    for _ in range(reps):
+        for i, step in enumerate(steps):
+            t0 = time.perf_counter()
+            step()
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def run(cfg: Config, reps: int, warmup: int) -> None:
+    torch.manual_seed(0)
+    nets = {"difflab": build_difflab(cfg), "diffusers": build_diffusers(cfg)}
+    params = {k: num_params(v) for k, v in nets.items()}
+    rel = params["difflab"] / params["diffusers"] - 1
+    assert abs(rel) <= 0.05, f"parameter counts differ by {rel:+.1%}: {params}"
+    x = torch.randn(cfg.batch, cfg.channels, cfg.resolution, cfg.resolution)
+    c_noise = torch.rand(cfg.batch) * 999
+    print(
+        f"\n## {cfg.name}, batch {cfg.batch}: params difflab {params['difflab'] / 1e6:.3f}M, "
+        f"diffusers {params['diffusers'] / 1e6:.3f}M ({rel:+.2%})"
+    )
+    print(f"{'mode':<16}{'difflab img/s':>15}{'diffusers img/s':>17}{'ratio':>8}")
+    for train in (False, True):
+        for bf16 in (False, True):
+            mode = f"{'train' if train else 'sample'} {'bf16' if bf16 else 'fp32'}"
+            # Fresh copies so that optimizer state and autocast caches do not leak across modes
+            steps = [make_step(net, x, c_noise, train, bf16) for net in nets.values()]
+            t_ours, t_theirs = interleaved(steps, reps, warmup)
+            ours, theirs = cfg.batch / t_ours, cfg.batch / t_theirs
+            print(f"{mode:<16}{ours:>15.1f}{theirs:>17.1f}{ours / theirs:>7.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default="cifar,digits", help="comma list of " + ",".join(PRESETS))
+    parser.add_argument("--resolution", type=int, help="custom config: image size (replaces presets)")
+    parser.add_argument("--channels", type=int, default=3, help="custom config: image channels")
+    parser.add_argument("--batch", type=int, help="batch size (overrides the presets' batch)")
+    parser.add_argument("--model-channels", type=int, default=64, help="custom config: base width")
+    parser.add_argument("--reps", type=int, default=7, help="timed repetitions per net and mode")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per net and mode")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    if args.resolution:
+        res = args.resolution
+        mult = (1, 2, 2) if res <= 32 else (1, 2, 2, 2)
+        attn = (16,) if res >= 16 * 2 ** (len(mult) - 1) or res == 16 else (res // 2,)
+        configs = [
+            Config(
+                f"custom {res}x{res}x{args.channels}",
+                res,
+                args.channels,
+                args.batch or 16,
+                args.model_channels,
+                mult,
+                attn,
+                32,
+            )
+        ]
+    else:
+        configs = [PRESETS[name] for name in args.presets.split(",")]
+        if args.batch:
+            configs = [Config(**{**vars(c), "batch": args.batch}) for c in configs]
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"median of {args.reps} interleaved reps"
+    )
+    for cfg in configs:
+        run(cfg, args.reps, args.warmup)
+
+
+if __name__ == "__main__":
+    main()

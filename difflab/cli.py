@@ -1,0 +1,203 @@
+"""`difflab {demo,train,sample,list}`: thin commands over the library; the CLI owns progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from difflab.config import builtin_configs, load_config, parse_value, to_toml
+from difflab.errors import UsageError
+
+
+def _progress(total: int, desc: str, quiet: bool):
+    return tqdm(total=total, desc=desc, disable=quiet, dynamic_ncols=True, leave=False)
+
+
+def cmd_train(args) -> int:
+    from difflab.data import load_dataset
+    from difflab.train import build_denoiser
+
+    cfg = load_config(args.config, args.set)
+    if args.dry_run:
+        cfg.model.shape = list(load_dataset(cfg.data.dataset).shape)
+        params = sum(p.numel() for p in build_denoiser(cfg.model).parameters())
+        print(to_toml(cfg.to_dict()))
+        print(f"# parameters: {params:,}")
+        return 0
+    path = run_training(cfg, Path(args.out), args.resume, args.quiet)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def run_training(cfg, out: Path, resume: bool, quiet: bool) -> Path:
+    from difflab import checkpoint as ckpt
+    from difflab.train import train
+
+    if resume:
+        latest = ckpt.latest_checkpoint(out) if out.is_dir() else None
+        print(f"resuming from {latest}" if latest else f"no checkpoint in {out}; starting fresh")
+    bar = _progress(cfg.train.steps, "train", quiet)
+
+    def on_step(record):
+        bar.n = record["step"]
+        bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+        bar.update(0)
+
+    try:
+        path = train(cfg, out, resume=resume, callback=on_step)
+    finally:
+        bar.close()
+    return path
+
+
+def cmd_sample(args) -> int:
+    from difflab.data import model_to_images
+    from difflab.generate import generate, save_grid, save_images
+    from difflab.plots import plot_points
+    from difflab.train import load_denoiser
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory for the samples")
+    denoiser, config, _ = load_denoiser(args.ckpt)
+    defaults = config["sample"]
+    sampler = dict(defaults["sampler"]) if args.sampler is None else {"name": args.sampler}
+    if args.eta is not None:
+        sampler["eta"] = args.eta
+    for item in args.option:
+        key, _, value = item.partition("=")
+        sampler[key] = parse_value(value)
+    steps = args.steps or defaults["steps"]
+    disc = {"name": args.discretization} if args.discretization else defaults["discretization"]
+    shape = tuple(config["model"]["shape"])
+    n_batches = -(-args.n // args.batch_size)
+    bar = _progress(n_batches * steps, "sample", args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    chunks, start = [], time.perf_counter()
+    for batch in generate(
+        denoiser, shape, n=args.n, seed=args.seed, batch_size=args.batch_size, sampler=sampler,
+        steps=steps, discretization=disc, callback=lambda info: bar.update(1),
+    ):  # fmt: skip
+        chunks.append(batch)
+    bar.close()
+    samples = torch.cat(chunks)
+    seconds = time.perf_counter() - start
+    if len(shape) == 3:
+        images = model_to_images(samples).numpy()
+        save_images(images, out / "images")
+        save_grid(images, out / "grid.png")
+        written = f"{out / 'grid.png'} and {len(images)} PNGs in {out / 'images'}"
+    else:
+        np.savetxt(out / "samples.csv", samples.numpy(), delimiter=",", fmt="%.6f")
+        plot_points(samples.numpy(), out / "samples.png")
+        written = f"{out / 'samples.png'} and {out / 'samples.csv'}"
+    print(f"{args.n} samples ({sampler['name']}, {steps} steps) in {seconds:.1f}s: {written}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from difflab.data import DATASETS
+    from difflab.losses import SIGMA_DENSITIES
+    from difflab.nets import NETS
+    from difflab.precond import PARAMETERIZATIONS
+    from difflab.samplers import SAMPLERS
+    from difflab.schedules import DISCRETIZATIONS, SCHEDULES
+
+    registries = {
+        "samplers": SAMPLERS, "schedules": SCHEDULES, "params": PARAMETERIZATIONS, "nets": NETS,
+        "datasets": DATASETS, "discretizations": DISCRETIZATIONS, "densities": SIGMA_DENSITIES,
+    }  # fmt: skip
+    what = [args.what] if args.what else [*registries, "configs"]
+    for kind in what:
+        print(f"{kind}:")
+        if kind == "configs":
+            names = [(name, {}) for name in builtin_configs()]
+        else:
+            names = [(name, registries[kind].meta(name)) for name in registries[kind].names()]
+        for name, meta in names:
+            extra = ", ".join(f"{k}={v}" for k, v in meta.items())
+            print(f"  {name:<18} {extra}".rstrip())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from difflab.demo import run_demo
+
+    run_demo(Path(args.out), seconds=args.seconds, quiet=args.quiet)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = argparse.ArgumentParser(
+        prog="difflab", description="Diffusion models: train, sample, eval."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser(
+        "demo", parents=[common], help="train a small model on digits and write sample/loss PNGs"
+    )
+    d.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
+    d.add_argument("--seconds", type=float, default=150.0, help="training time budget")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", parents=[common], help="train a model from a TOML config")
+    t.add_argument("config", help="TOML/JSON config file or built-in name (difflab list configs)")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=100")  # fmt: skip
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    t.add_argument("--dry-run", action="store_true", help="print resolved config and #params")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", parents=[common], help="draw samples from a checkpoint")
+    s.add_argument("ckpt", help="model .safetensors file or run directory (newest checkpoint)")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("-n", type=int, default=64, help="number of samples")
+    s.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
+    s.add_argument("--sampler", help="sampler name (difflab list samplers)")
+    s.add_argument("--steps", type=int, help="number of sampling steps")
+    s.add_argument("--discretization", help="sigma grid (difflab list discretizations)")
+    s.add_argument("--eta", type=float, help="noise level for ddim / ancestral samplers")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sampler option, e.g. --option s_churn=10")  # fmt: skip
+    s.add_argument("--batch-size", type=int, default=64)
+    s.set_defaults(func=cmd_sample)
+
+    ls = sub.add_parser("list", parents=[common], help="list registered components")
+    ls.add_argument("what", nargs="?", choices=["samplers", "schedules", "params", "nets",
+                    "datasets", "discretizations", "densities", "configs"])  # fmt: skip
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from difflab.train import TrainingError
+
+    args = build_parser().parse_args(argv)
+    try:
+        for name in ("n", "batch_size", "steps"):
+            value = getattr(args, name, None)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        return args.func(args)
+    except (UsageError, TrainingError) as err:
+        if args.debug:
+            raise
+        print(f"difflab: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+    except KeyboardInterrupt:
+        print("difflab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""PNG plots for users (loss curves, 2-D point clouds), drawn with matplotlib's Agg backend."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def read_log(path: str | Path) -> list[dict]:
+    """Records of a JSONL training log."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def plot_loss(log_path: str | Path, out: str | Path) -> Path:
+    """Training loss vs step (log scale) with a smoothed curve."""
+    plt = _pyplot()
+    records = [r for r in read_log(log_path) if "loss" in r]
+    steps = np.array([r["step"] for r in records])
+    loss = np.array([r["loss"] for r in records])
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    ax.plot(steps, loss, color="tab:blue", alpha=0.35, lw=1, label="loss")
+    if len(loss) >= 5:
+        k = max(2, len(loss) // 20)
+        smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1 :], smooth, color="tab:blue", lw=2, label=f"mean of {k}")
+    ax.set(xlabel="step", ylabel="denoising loss", yscale="log", title="training loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_points(samples: np.ndarray, out: str | Path, reference: np.ndarray | None = None) -> Path:
+    """Scatter of 2-D samples [N, 2] over the reference data."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
+    if reference is not None:
+        ax.scatter(*reference.T, s=2, color="0.7", label="data")
+    ax.scatter(*samples.T, s=2, color="tab:red", label="samples")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right", markerscale=4)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return Path(out)
