@@ -1,0 +1,92 @@
+"""The CLI through subprocess: train → sample on a tiny config, and one-line errors for bad input."""
+
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import save_file
+import torch
+
+from test_train import TINY_UNET
+
+
+def difflab(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "difflab", *args, "--quiet"], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    r = difflab("train", "digits", "--out", str(run), "--set", TINY_UNET, "--set",
+                "train.steps=3", "--set", "train.batch_size=8")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return run
+
+
+def test_train_then_sample(run_dir, tmp_path):
+    r = difflab("sample", str(run_dir), "--out", str(tmp_path / "s"), "-n", "5", "--steps", "3",
+                "--sampler", "ddim", "--eta", "0.5")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "s" / "grid.png").exists()
+    assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 5
+
+
+def test_dry_run_prints_config_and_params():
+    r = difflab("train", "digits", "--out", "unused", "--dry-run")
+    assert r.returncode == 0 and "[model]" in r.stdout and "# parameters:" in r.stdout
+
+
+def test_list_shows_samplers_with_order():
+    r = difflab("list", "samplers")
+    assert r.returncode == 0 and "heun" in r.stdout and "order=2" in r.stdout
+
+
+BAD = [
+    (["train", "nope.toml", "--out", "x"], "config 'nope.toml' not found"),
+    (
+        ["train", "digits", "--out", "x", "--set", "train.stepz=3"],
+        "unknown config key 'train.stepz'",
+    ),
+    (["train", "digits", "--out", "x", "--set", "train.lr=nan"], "train.lr must be a positive"),
+    (
+        ["train", "digits", "--out", "x", "--set", "model.net={name='resnet9'}"],
+        "unknown net 'resnet9'",
+    ),
+    (
+        [
+            "train",
+            "digits",
+            "--out",
+            "x",
+            "--set",
+            "data.dataset={name='folder', path='/nonexistent'}",
+            "--dry-run",
+        ],
+        "/nonexistent",
+    ),
+    (["sample", "RUN", "--out", "o", "--sampler", "nope"], "unknown sampler 'nope'"),
+    (["sample", "RUN", "--out", "o", "--steps", "0"], "--steps must be >= 1"),
+    (
+        ["sample", "RUN", "--out", "o", "--sampler", "euler", "--eta", "0.3"],
+        "takes no option 'eta'",
+    ),
+    (["sample", "FOREIGN", "--out", "o"], "not a difflab checkpoint"),
+    (["sample", "EMPTY", "--out", "o"], "not a safetensors file"),
+    (["sample", "MISSING", "--out", "o"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD)
+def test_bad_input_is_one_line_exit_2(args, message, run_dir, tmp_path):
+    foreign, empty = tmp_path / "foreign.safetensors", tmp_path / "empty.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    empty.write_bytes(b"")
+    subst = {"RUN": str(run_dir), "FOREIGN": str(foreign), "EMPTY": str(empty),
+             "MISSING": str(tmp_path / "missing.safetensors")}  # fmt: skip
+    r = difflab(*[subst.get(a, a) for a in args], cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
