@@ -4,9 +4,8 @@ import subprocess
 import sys
 
 import pytest
-from safetensors.torch import save_file
 import torch
-
+from safetensors.torch import save_file
 from test_train import TINY_UNET
 
 
