@@ -12,8 +12,8 @@ import torch
 from difflab.config import load_config
 from difflab.data import model_to_images
 from difflab.errors import UsageError
-from difflab.generate import generate, image_grid, save_grid
-from difflab.plots import plot_loss
+from difflab.generate import generate, save_grid
+from difflab.plots import plot_loss, plot_trajectory
 from difflab.train import load_denoiser
 
 MARKER = "demo.json"
@@ -42,11 +42,12 @@ def run_demo(out: Path, seconds: float = 150.0, quiet: bool = False) -> dict:
     denoiser, config, info = load_denoiser(ckpt)
     s = config["sample"]
     shape = tuple(config["model"]["shape"])
-    steps_x0 = []
+    steps_x0, step_sigmas = [], []
 
     def keep_first(info):
         if info["start"] == 0:
             steps_x0.append(info["denoised"][:1].clone())
+            step_sigmas.append(float(info["sigma"]))
 
     samples = torch.cat(list(generate(
         denoiser, shape, n=s["n"], seed=s["seed"], batch_size=s["batch_size"],
@@ -55,7 +56,7 @@ def run_demo(out: Path, seconds: float = 150.0, quiet: bool = False) -> dict:
     )))  # fmt: skip
     save_grid(model_to_images(samples).numpy(), out / "samples.png", nrow=10)
     trajectory = model_to_images(torch.cat(steps_x0 + [samples[:1]])).numpy()
-    image_grid(trajectory, nrow=len(trajectory), upscale=4).save(out / "trajectory.png")
+    plot_trajectory(trajectory, [*step_sigmas, 0.0], out / "trajectory.png")
     plot_loss(out / "run" / "log.jsonl", out / "loss.png")
     report = {
         "steps": info["step"], "train_seconds": round(trained, 1),

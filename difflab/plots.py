@@ -56,3 +56,20 @@ def plot_points(samples: np.ndarray, out: str | Path, reference: np.ndarray | No
     fig.savefig(out)
     plt.close(fig)
     return Path(out)
+
+
+def plot_trajectory(images: np.ndarray, sigmas: list[float], out: str | Path) -> Path:
+    """One row of uint8 images [K, C, H, W] (x̂0 at each step), each titled with its σ."""
+    plt = _pyplot()
+    k = len(images)
+    fig, axes = plt.subplots(1, k, figsize=(0.9 * k, 1.3), dpi=120, squeeze=False)
+    for ax, img, sigma in zip(axes[0], images, sigmas, strict=True):
+        ax.imshow(img.transpose(1, 2, 0).squeeze(-1) if img.shape[0] == 1 else img.transpose(1, 2, 0),
+                  cmap="gray", vmin=0, vmax=255, interpolation="nearest")  # fmt: skip
+        ax.set_title(f"σ={sigma:.2g}", fontsize=6)
+        ax.axis("off")
+    fig.suptitle("denoiser estimate x̂0 along the sampling trajectory", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return Path(out)

@@ -89,3 +89,16 @@ def test_bad_input_is_one_line_exit_2(args, message, run_dir, tmp_path):
     assert len(lines) == 1 and message in lines[0], r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_demo_smoke_writes_its_pngs(tmp_path):
+    r = difflab("demo", "--out", str(tmp_path / "demo"), "--seconds", "2")
+    assert r.returncode == 0, r.stderr
+    for name in ("samples.png", "trajectory.png", "loss.png", "demo.json"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0
+    again = difflab("demo", "--out", str(tmp_path / "demo"), "--seconds", "1")
+    assert again.returncode == 0, again.stderr  # a demo dir may be reused
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    refused = difflab("demo", "--out", str(tmp_path / "other"), "--seconds", "1")
+    assert refused.returncode == 2 and (tmp_path / "other" / "keep.txt").exists()
