@@ -127,6 +127,14 @@ def latest_checkpoint(run: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def mark_best(model_file: Path) -> None:
+    """Atomically copy a model file to checkpoints/best.safetensors."""
+    data = Path(model_file).read_bytes()
+    atomic_write(
+        Path(model_file).with_name("best.safetensors"), lambda t: Path(t).write_bytes(data)
+    )
+
+
 def prune(run: Path, keep: int) -> None:
     """Delete all but the newest `keep` checkpoints (model file and resume state)."""
     for old in list_checkpoints(run)[:-keep]:

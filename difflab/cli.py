@@ -36,15 +36,15 @@ def cmd_train(args) -> int:
 
 
 def run_training(cfg, out: Path, resume: bool, quiet: bool) -> Path:
-    from difflab import checkpoint as ckpt
+    """Train with a progress bar; notes (resume, skipped steps) are printed above it."""
     from difflab.train import train
 
-    if resume:
-        latest = ckpt.latest_checkpoint(out) if out.is_dir() else None
-        print(f"resuming from {latest}" if latest else f"no checkpoint in {out}; starting fresh")
     bar = _progress(cfg.train.steps, "train", quiet)
 
     def on_step(record):
+        if "note" in record:
+            tqdm.write(record["note"], file=sys.stderr)
+            return
         bar.n = record["step"]
         bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
         bar.update(0)

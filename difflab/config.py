@@ -53,6 +53,8 @@ class TrainConfig:
     ckpt_every: int = 0  # 0: only at the end
     keep: int = 3  # checkpoints kept
     max_seconds: float = 0.0  # stop early after this wall time (0: no limit)
+    on_nonfinite: str = "stop"  # "stop" or "skip" the update when loss/grad is NaN or inf
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
 
 
 @dataclass
@@ -98,6 +100,10 @@ class Config:
         if not _finite(self.train.ema_decay) or not 0 <= self.train.ema_decay < 1:
             raise UsageError(
                 f"config train.ema_decay must be in [0, 1), got {self.train.ema_decay!r}"
+            )
+        if self.train.on_nonfinite not in ("stop", "skip"):
+            raise UsageError(
+                f"config train.on_nonfinite must be 'stop' or 'skip', got {self.train.on_nonfinite!r}"
             )
         for section in ("dataset", "net", "schedule", "sigma_density", "sampler", "discretization"):
             spec = _spec_field(self, section)

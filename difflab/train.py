@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from difflab import checkpoint as ckpt
+from difflab import dist
+from difflab import resume as resume_state
 from difflab.config import Config, from_dict, to_toml
 from difflab.data import Dataset, InfiniteLoader, load_dataset
 from difflab.ema import EMA
@@ -69,60 +73,6 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
         )
 
 
-def _rng_state(generator: torch.Generator) -> tuple[dict, dict]:
-    tensors = {"rng.train": generator.get_state(), "rng.torch": torch.get_rng_state()}
-    np_state = np.random.get_state()
-    meta = {
-        "numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-    return tensors, meta
-
-
-def _set_rng_state(generator: torch.Generator, tensors: dict, meta: dict) -> None:
-    generator.set_state(tensors["rng.train"])
-    torch.set_rng_state(tensors["rng.torch"])
-    kind, keys, *rest = meta["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
-    version, internal, gauss = meta["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def save_training_state(run, step, cfg_dict, denoiser, ema, opt, generator, loader, info):
-    """Write the model file (EMA weights + config) then its resume state, both atomically."""
-    path = ckpt.model_path(run, step)
-    rng_tensors, rng_meta = _rng_state(generator)
-    tensors = {f"model.{k}": v for k, v in denoiser.state_dict().items()}
-    opt_state = opt.state_dict()
-    for idx, slots in opt_state["state"].items():
-        tensors.update({f"optim.{idx}.{k}": torch.as_tensor(v) for k, v in slots.items()})
-    tensors.update(rng_tensors)
-    meta = {
-        "kind": "state", "step": step, "rng": rng_meta, "loader": loader.state_dict(),
-        "param_groups": opt_state["param_groups"], "config": cfg_dict,
-    }  # fmt: skip
-    ckpt.save_tensors(ckpt.state_path(path), tensors, meta)
-    ckpt.save_model(path, ema.model.state_dict(), cfg_dict, {"step": step, **info})
-    return path
-
-
-def load_training_state(path, denoiser, ema, opt, generator, loader) -> int:
-    """Restore everything saved by `save_training_state`; returns the step to continue from."""
-    tensors, meta = ckpt.load_tensors(ckpt.state_path(path))
-    weights, _, _ = ckpt.load_model_file(path)
-    denoiser.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    ema.model.load_state_dict(weights)
-    slots: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            slots.setdefault(int(idx), {})[name] = value
-    opt.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
-    _set_rng_state(generator, tensors, meta["rng"])
-    loader.load_state_dict(meta["loader"])
-    return int(meta["step"])
-
-
 def _check_resume_config(saved: dict, cfg: dict, path: Path) -> None:
     for section in ("data", "model"):
         if saved[section] != cfg[section]:
@@ -132,93 +82,176 @@ def _check_resume_config(saved: dict, cfg: dict, path: Path) -> None:
             )
 
 
+class LossModule(nn.Module):
+    """Per-sample denoising loss as a module, so DistributedDataParallel can wrap the whole step."""
+
+    def __init__(self, denoiser: Precond):
+        super().__init__()
+        self.denoiser = denoiser
+
+    def forward(self, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
+        return denoising_loss(self.denoiser, x0, sigma, noise)  # [B]
+
+
 def train(
     cfg: Config, out: str | Path, *, resume: bool = False, callback: Callable | None = None
 ) -> Path:
-    """Train a denoiser as configured; returns the newest model checkpoint. callback(record)/step."""
-    out = Path(out)
-    prepare_run_dir(out, resume)
+    """Train as configured (torchrun-aware); returns the newest model checkpoint.
+
+    callback(record) gets {"step", "loss", ...} after every step and {"note": text} for events.
+    """
+    world = dist.setup(cfg.train.device)
+    try:
+        return _train(cfg, Path(out), world, resume, callback or (lambda record: None))
+    finally:
+        dist.teardown(world)
+
+
+def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Callable) -> Path:
+    if world.main:
+        prepare_run_dir(out, resume)
     torch.manual_seed(cfg.train.seed)
     dataset: Dataset = load_dataset(cfg.data.dataset)
     cfg.model.shape = list(dataset.shape)
     cfg_dict = cfg.to_dict()
-    denoiser = build_denoiser(cfg.model).train()
+    denoiser = build_denoiser(cfg.model).to(world.device).train()
     ema = EMA(denoiser, cfg.train.ema_decay)
     opt = torch.optim.AdamW(
         denoiser.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
         weight_decay=cfg.train.weight_decay,
     )  # fmt: skip
     generator = torch.Generator().manual_seed(cfg.train.seed)
-    loader = InfiniteLoader(
-        dataset, cfg.train.batch_size, seed=cfg.train.seed, hflip=cfg.data.hflip
-    )
-    step = 0
-    latest = ckpt.latest_checkpoint(out) if resume else None
-    if latest is not None:
-        _check_resume_config(ckpt.load_model_file(latest)[1], cfg_dict, latest)
-        step = load_training_state(latest, denoiser, ema, opt, generator, loader)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(to_toml(cfg_dict))
+    global_batch = cfg.train.batch_size * world.size  # per micro-batch, all ranks together
+    loader = InfiniteLoader(dataset, global_batch, seed=cfg.train.seed, hflip=cfg.data.hflip)
+    step, path = 0, None
+    if resume:
+        path, state, notes = resume_state.newest_valid(out)
+        for note in notes:
+            callback({"note": note})
+        if state is not None:
+            _check_resume_config(state[1]["config"], cfg_dict, path)
+            step = resume_state.restore(state, denoiser, ema, opt, generator, loader)
+            callback({"note": f"resumed from {path} (step {step})"})
+        else:
+            callback({"note": f"no valid checkpoint in {out}; starting from step 0"})
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.toml").write_text(to_toml(cfg_dict))
+        _truncate_log(out / "log.jsonl", step)
+    loss_module = LossModule(denoiser)
+    step_module = DDP(loss_module) if world.size > 1 else loss_module
 
-    log = open(out / "log.jsonl", "a")
-    path, losses, t_log, start = latest, [], time.perf_counter(), time.perf_counter()
-    images_per_step = cfg.train.batch_size * cfg.train.accumulate
+    log = open(out / "log.jsonl", "a") if world.main else None
+    losses, t_log, start = [], time.perf_counter(), time.perf_counter()
+    best = math.inf
     try:
         while step < cfg.train.steps:
-            loss, grad_norm = train_step(cfg, denoiser, opt, loader, generator, step)
-            ema.update(denoiser, step)
+            loss, grad_norm, ok = train_step(cfg, world, step_module, opt, loader, generator, step)
+            if ok:
+                ema.update(denoiser, step)
             step += 1
             losses.append(loss)
             record = {"step": step, "loss": loss, "grad_norm": grad_norm}
+            if not ok:
+                record["skipped"] = True
+                callback({"note": f"step {step}: non-finite loss or gradient, update skipped"})
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                 now = time.perf_counter()
                 record |= {
                     "loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
-                    "images_per_s": len(losses) * images_per_step / (now - t_log),
+                    "images_per_s": len(losses) * global_batch * cfg.train.accumulate / (now - t_log),
                     "seconds": now - start,
                 }  # fmt: skip
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
                 losses, t_log = [], now
-            out_of_time = (
-                cfg.train.max_seconds and time.perf_counter() - start > cfg.train.max_seconds
-            )
+            out_of_time = bool(cfg.train.max_seconds) and now_since(start) > cfg.train.max_seconds
+            out_of_time = _agree(world, out_of_time)
             every = cfg.train.ckpt_every
             if step == cfg.train.steps or out_of_time or (every and step % every == 0):
-                path = save_training_state(
-                    out, step, cfg_dict, denoiser, ema, opt, generator, loader, {"loss": loss}
-                )
-                ckpt.prune(out, cfg.train.keep)
-            if callback is not None:
-                callback(record)
+                path = ckpt.model_path(out, step)
+                if world.main:
+                    resume_state.save(out, step, cfg_dict, denoiser, ema, opt, generator, loader,
+                                      {"loss": record["loss"]})  # fmt: skip
+                    if record["loss"] < best:
+                        best = record["loss"]
+                        ckpt.mark_best(path)
+                    ckpt.prune(out, cfg.train.keep)
+            callback(record)
             if out_of_time:
                 break
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     return path
 
 
-def train_step(cfg: Config, denoiser, opt, loader, generator, step: int) -> tuple[float, float]:
-    """One optimizer step over `accumulate` micro-batches (Ho et al. 2020, Algorithm 1)."""
+def now_since(start: float) -> float:
+    return time.perf_counter() - start
+
+
+def _agree(world: dist.World, flag: bool) -> bool:
+    """True on every rank if it is true on rank 0 (so all ranks stop at the same step)."""
+    if world.size == 1:
+        return flag
+    t = torch.tensor([float(flag)], device=world.device)
+    torch.distributed.broadcast(t, 0)
+    return bool(t.item())
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log records past `step` (steps a resumed run is about to redo)."""
+    if path.exists():
+        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        ckpt.atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in keep)))
+
+
+def train_step(cfg: Config, world, step_module, opt, loader, generator, step: int):
+    """One optimizer step over `accumulate` micro-batches (Ho et al. 2020, Algorithm 1).
+
+    Every rank draws the same global batch, σ and noise, then keeps its own shard, so N ranks
+    with batch B equal one process with batch N·B. Returns (loss, grad norm, applied).
+    """
     warm = cfg.train.warmup
     for group in opt.param_groups:
         group["lr"] = cfg.train.lr * (min(1.0, (step + 1) / warm) if warm else 1.0)
     opt.zero_grad(set_to_none=True)
-    total = 0.0
-    for _ in range(cfg.train.accumulate):
-        x0, _labels = next(loader)  # [B, ...] model space
-        sigma = sample_sigmas(cfg.train.sigma_density, denoiser.schedule, len(x0), generator)
+    total = torch.zeros((), device=world.device)
+    schedule = step_module_denoiser(step_module).schedule
+    for micro in range(cfg.train.accumulate):
+        x0, _labels = next(loader)  # [N·B, ...] model space
+        sigma = sample_sigmas(cfg.train.sigma_density, schedule, len(x0), generator)  # [N·B]
         noise = torch.randn(x0.shape, generator=generator)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.train.bf16):
-            loss = denoising_loss(denoiser, x0, sigma, noise).mean() / cfg.train.accumulate
-        loss.backward()
-        total += loss.item()
+        x0, sigma, noise = (world.shard(t).to(world.device) for t in (x0, sigma, noise))
+        last = micro == cfg.train.accumulate - 1
+        sync = contextlib.nullcontext() if world.size == 1 or last else step_module.no_sync()
+        with sync:
+            with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16):
+                loss = step_module(x0, sigma, noise).mean() / cfg.train.accumulate
+            loss.backward()
+        total += loss.detach()
+    if world.size > 1:
+        torch.distributed.all_reduce(total)
+        total /= world.size
     clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf
-    grad_norm = torch.nn.utils.clip_grad_norm_(denoiser.parameters(), clip).item()
-    if not (math.isfinite(total) and math.isfinite(grad_norm)):
-        raise TrainingError(
-            f"non-finite loss ({total}) or gradient norm ({grad_norm}) at step {step + 1}; "
-            "lower train.lr or disable train.bf16; the last good checkpoint is kept"
-        )
-    opt.step()
-    return total, grad_norm
+    params = step_module_denoiser(step_module).parameters()
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, clip).item()
+    total = total.item()
+    if math.isfinite(total) and math.isfinite(grad_norm):
+        opt.step()
+        return total, grad_norm, True
+    if cfg.train.on_nonfinite == "skip":
+        opt.zero_grad(set_to_none=True)
+        return total, grad_norm, False
+    raise TrainingError(
+        f"non-finite loss ({total}) or gradient norm ({grad_norm}) at step {step + 1}; lower "
+        'train.lr, disable train.bf16 or set train.on_nonfinite="skip"; the last good '
+        "checkpoint is kept"
+    )
+
+
+def step_module_denoiser(step_module: nn.Module) -> Precond:
+    """The Precond inside a LossModule, DDP-wrapped or not."""
+    inner = step_module.module if isinstance(step_module, DDP) else step_module
+    return inner.denoiser
