@@ -133,13 +133,18 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `difflab: error: ... (see difflab CMD --help)`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"difflab: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
-    p = argparse.ArgumentParser(
-        prog="difflab", description="Diffusion models: train, sample, eval."
-    )
+    p = Parser(prog="difflab", description="Diffusion models: train, sample, eval.")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser(
@@ -182,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from difflab.train import TrainingError
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a one-line usage error (Parser.error)
+        return exit_.code if isinstance(exit_.code, int) else 2
     try:
         for name in ("n", "batch_size", "steps"):
             value = getattr(args, name, None)

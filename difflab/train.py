@@ -24,7 +24,8 @@ from difflab.errors import UsageError
 from difflab.losses import denoising_loss, sample_sigmas
 from difflab.nets import NETS
 from difflab.precond import Precond
-from difflab.schedules import build_schedule
+from difflab.samplers import SAMPLERS
+from difflab.schedules import build_schedule, discretize
 
 
 class TrainingError(RuntimeError):
@@ -52,12 +53,14 @@ def load_denoiser(path: str | Path) -> tuple[Precond, dict, dict]:
     """(EMA denoiser in eval mode, config dict, info) from a model checkpoint or run dir."""
     state, config, info = ckpt.load_model_file(Path(path))
     denoiser = build_denoiser(config["model"])
-    missing, unexpected = denoiser.load_state_dict(state, strict=False)
-    if missing or unexpected:
+    try:
+        denoiser.load_state_dict(state)
+    except RuntimeError as err:
+        detail = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err))
         raise UsageError(
-            f"checkpoint {path} does not fit its own config (missing {missing[:3]}, "
-            f"unexpected {unexpected[:3]}); it was made by another difflab version or edited"
-        )
+            f"checkpoint {path} does not fit its own config ({detail[:160]}); it was edited or "
+            "made by another difflab version"
+        ) from None
     return denoiser.eval().requires_grad_(False), config, info
 
 
@@ -134,6 +137,7 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
             callback({"note": f"resumed from {path} (step {step})"})
         else:
             callback({"note": f"no valid checkpoint in {out}; starting from step 0"})
+    check_specs(cfg, denoiser)
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(to_toml(cfg_dict))
@@ -185,6 +189,14 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
         if log is not None:
             log.close()
     return path
+
+
+def check_specs(cfg: Config, denoiser: Precond) -> None:
+    """Resolve every remaining registry choice now, so a bad name fails before any file is written."""
+    sample_sigmas(cfg.train.sigma_density, denoiser.schedule, 1, torch.Generator())
+    spec = dict(cfg.sample.sampler)
+    SAMPLERS.check_options(spec.pop("name"), spec, skip=3)
+    discretize(denoiser.schedule, cfg.sample.discretization, cfg.sample.steps)
 
 
 def now_since(start: float) -> float:

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import TINY_UNET
 
 from difflab import checkpoint as ckpt
 from difflab.config import load_config
 from difflab.train import train
-from test_train import TINY_UNET
 
 TINY = [TINY_UNET, "train.batch_size=8", "train.log_every=1", "train.ckpt_every=1", "train.keep=2",
         "train.warmup=3"]  # fmt: skip
@@ -58,7 +58,11 @@ def _kill_and_resume(tmp_path: Path, kills: int, steps: int, seed: int) -> tuple
             survived += 1
     final = _cli_train(run, steps, "--resume")
     assert final.wait(timeout=300) == 0, final.stderr.read()
-    return weights_hash(ckpt.latest_checkpoint(straight)), weights_hash(ckpt.latest_checkpoint(run)), survived
+    return (
+        weights_hash(ckpt.latest_checkpoint(straight)),
+        weights_hash(ckpt.latest_checkpoint(run)),
+        survived,
+    )
 
 
 def test_sigkill_at_random_steps_then_resume_matches_uninterrupted(tmp_path):
