@@ -16,6 +16,7 @@ from test_train import TINY_UNET
 
 from difflab import checkpoint as ckpt
 from difflab.config import load_config
+from difflab.plots import read_log
 from difflab.train import train
 
 TINY = [TINY_UNET, "train.batch_size=8", "train.log_every=1", "train.ckpt_every=1", "train.keep=2",
@@ -116,8 +117,7 @@ def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path
     one = _torchrun(1, tmp_path / "one", *common, "train.batch_size=16")
     two = _torchrun(2, tmp_path / "two", *common, "train.batch_size=8")
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
-    loss = lambda run: [float(l.split('"loss": ')[1].split(",")[0])  # noqa: E731
-                        for l in (run / "log.jsonl").read_text().splitlines()]  # fmt: skip
+    loss = lambda run: [r["loss"] for r in read_log(run / "log.jsonl")]  # noqa: E731
     assert loss(tmp_path / "one") == pytest.approx(loss(tmp_path / "two"), rel=1e-5)
     wa, _ = ckpt.load_tensors(ckpt.latest_checkpoint(tmp_path / "one"))
     wb, _ = ckpt.load_tensors(ckpt.latest_checkpoint(tmp_path / "two"))
