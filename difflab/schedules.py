@@ -273,3 +273,66 @@ def check_sigmas(sigmas: Tensor) -> None:
         raise UsageError("the sigma grid must be finite and non-negative")
     if not (sigmas[1:] < sigmas[:-1]).all():
         raise UsageError("the sigma grid must be strictly decreasing (noisy to clean)")
+
+
+def _sigma_range(schedule: Schedule, sigma_min: float | None, sigma_max: float | None):
+    lo = schedule.sigma_min if sigma_min is None else sigma_min
+    hi = schedule.sigma_max if sigma_max is None else sigma_max
+    if not 0 < lo < hi:
+        raise UsageError(f"discretization needs 0 < sigma_min < sigma_max, got {lo} and {hi}")
+    return lo, hi
+
+
+@DISCRETIZATIONS.register("exponential")
+def exponential(
+    schedule: Schedule,
+    steps: int,
+    *,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+) -> Tensor:
+    """σ_i uniform in log σ from σ_max to σ_min (k-diffusion `get_sigmas_exponential`)."""
+    lo, hi = _sigma_range(schedule, sigma_min, sigma_max)
+    return _with_zero(torch.linspace(math.log(hi), math.log(lo), steps, dtype=torch.float64).exp())
+
+
+@DISCRETIZATIONS.register("log_snr")
+def log_snr(
+    schedule: Schedule,
+    steps: int,
+    *,
+    lambda_min: float | None = None,
+    lambda_max: float | None = None,
+) -> Tensor:
+    """Uniform in λ = log SNR = log(ᾱ/(1−ᾱ)) = −2 log σ (DPM-Solver's "logSNR" steps, Lu et al.
+    2022, §3.3); in σ-space this is the `exponential` grid, here bounded in λ."""
+    lam_lo = -2 * math.log(schedule.sigma_max) if lambda_min is None else lambda_min
+    lam_hi = -2 * math.log(schedule.sigma_min) if lambda_max is None else lambda_max
+    if not lam_lo < lam_hi:
+        raise UsageError(f"log_snr needs lambda_min < lambda_max, got {lam_lo} and {lam_hi}")
+    lam = torch.linspace(lam_lo, lam_hi, steps, dtype=torch.float64)  # increasing λ = noisy → clean
+    return _with_zero((-lam / 2).exp())
+
+
+@DISCRETIZATIONS.register("quadratic")
+def quadratic(schedule: Schedule, steps: int, *, fraction: float | None = None) -> Tensor:
+    """t_i = (i·√(fraction·T)/(N−1))², truncated to integers (DDIM "quad", Song et al. 2021a,
+    App. D.2); continuous schedules use t_lo + fraction·(t_hi − t_lo)·(i/(N−1))². `fraction`
+    defaults to DDIM's 0.8 on discrete schedules and 1 on continuous ones."""
+    frac = (0.8 if schedule.discrete else 1.0) if fraction is None else float(fraction)
+    if not 0 < frac <= 1:
+        raise UsageError(f"quadratic fraction must be in (0, 1], got {fraction}")
+    ramp = np.linspace(0, 1, steps) ** 2
+    if schedule.discrete:
+        c = math.sqrt(frac * schedule.num_timesteps)
+        ts = (np.linspace(0, c, steps) ** 2).astype(np.int64)  # DDIM: int((i·c/(N−1))²)
+        if len(np.unique(ts)) < steps:
+            raise UsageError(
+                f"quadratic spacing repeats timesteps at steps={steps} on T={schedule.num_timesteps}; "
+                "use fewer steps"
+            )
+        return _with_zero(schedule.sigmas[torch.from_numpy(ts[::-1].copy())])
+    t_hi = schedule.sigma_to_t(torch.tensor(schedule.sigma_max, dtype=torch.float64)).item()
+    t_lo = schedule.sigma_to_t(torch.tensor(schedule.sigma_min, dtype=torch.float64)).item()
+    t = t_lo + frac * (t_hi - t_lo) * torch.from_numpy(ramp[::-1].copy())
+    return _with_zero(schedule.t_to_sigma(t))

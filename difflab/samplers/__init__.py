@@ -53,4 +53,4 @@ def sample(
     return SAMPLERS.get(name)(fn, x, sigmas, noise=noise, callback=callback, **opts)
 
 
-from difflab.samplers import euler, heun  # noqa: E402,F401  (registration)
+from difflab.samplers import dpm, euler, heun, multistep, sde  # noqa: E402,F401  (registration)

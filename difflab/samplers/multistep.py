@@ -1,0 +1,209 @@
+"""Multistep samplers on dx/dσ = (x − D)/σ: LMS, PLMS, iPNDM, UniPC and DEIS.
+
+All five reuse past denoiser outputs instead of extra evaluations, so each costs one network call
+per step. In σ-space the VP exponential integrators lose their α factors: with λ = −log σ,
+DDIM/DPM-Solver-1 is the Euler step and ρ = σ/α of DEIS is σ itself.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from difflab.errors import UsageError
+from difflab.samplers import SAMPLERS, denoise, report
+
+# Adams–Bashforth coefficients for equal steps, newest derivative first (Liu et al. 2022, Eq. 12)
+AB_COEFFS = (
+    (1.0,),
+    (3 / 2, -1 / 2),
+    (23 / 12, -16 / 12, 5 / 12),
+    (55 / 24, -59 / 24, 37 / 24, -9 / 24),
+)
+
+
+def _check_order(order: int, max_order: int) -> int:
+    if not isinstance(order, int) or not 1 <= order <= max_order:
+        raise UsageError(f"order must be an integer in 1..{max_order}, got {order!r}")
+    return order
+
+
+def step_order(i: int, n: int, order: int, lower_order_final: bool) -> int:
+    """Order of step i of n: warm up from 1, and with lower_order_final wind down to 1 at the end."""
+    return min(order, i + 1, n - i) if lower_order_final else min(order, i + 1)
+
+
+def lagrange_weights(nodes: list[float], lo: float, hi: float, log: bool = False) -> list[float]:
+    """w_j = ∫_lo^hi L_j(τ) dτ for the Lagrange basis L_j on `nodes` (k-diffusion's LMS); with log,
+    the basis lives in u = log τ (nodes are log σ) and ∫ e^u p(u) du = e^u Σ_m (−1)^m p⁽ᵐ⁾(u)
+    (DEIS "tAB" in log ρ, Zhang & Chen 2023, Eq. 15)."""
+    weights = []
+    for j, node in enumerate(nodes):
+        others = [n for k, n in enumerate(nodes) if k != j]
+        basis = (
+            np.polynomial.Polynomial.fromroots(others) if others else np.polynomial.Polynomial(1)
+        )
+        basis = basis / np.prod([node - n for n in others])
+        if not log:
+            prim = basis.integ()
+            weights.append(float(prim(hi) - prim(lo)))
+            continue
+        series = sum((-1) ** m * basis.deriv(m) for m in range(len(nodes)))
+
+        def prim(t, series=series):
+            return 0.0 if t == 0 else t * float(series(math.log(t)))  # τ·p(log τ) → 0 as τ → 0
+
+        weights.append(prim(hi) - prim(lo))
+    return weights
+
+
+@SAMPLERS.register("lms", order=4, stochastic=False)
+def lms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, order: int = 4) -> Tensor:
+    """Linear multistep: x' = x + Σ_j (∫ L_j(σ) dσ)·d_j over past d = (x − D)/σ (k-diffusion
+    `sample_lms`; diffusers LMSDiscreteScheduler)."""
+    _check_order(order, 8)
+    ds: list[Tensor] = []  # newest first
+    for i in range(len(sigmas) - 1):
+        denoised = denoise(fn, x, sigmas[i])
+        ds = [(x - denoised) / sigmas[i], *ds][:order]
+        nodes = [sigmas[i - j].item() for j in range(len(ds))]
+        weights = lagrange_weights(nodes, sigmas[i].item(), sigmas[i + 1].item())
+        x = x + sum(w * d for w, d in zip(weights, ds))
+        report(callback, i, x, sigmas, denoised)
+    return x
+
+
+def _adams_bashforth(fn, x, sigmas, callback, order: int, heun_start: bool) -> Tensor:
+    """Equal-step Adams–Bashforth on d = (x − D)/σ, warmed up by Heun or by lower orders."""
+    ds: list[Tensor] = []  # newest first
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoise(fn, x, sigma)
+        ds = [(x - denoised) / sigma, *ds][:order]
+        if heun_start and i == 0 and sigma_next > 0:
+            # Pseudo improved Euler: average d at both ends (Liu et al. 2022, Eq. 13 / diffusers)
+            x_euler = x + (sigma_next - sigma) * ds[0]
+            d_next = (x_euler - denoise(fn, x_euler, sigma_next)) / sigma_next
+            d = (ds[0] + d_next) / 2
+        else:
+            d = sum(c * d for c, d in zip(AB_COEFFS[len(ds) - 1], ds))
+        x = x + (sigma_next - sigma) * d
+        report(callback, i, x, sigmas, denoised)
+    return x
+
+
+@SAMPLERS.register("plms", order=4, stochastic=False)
+def plms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None) -> Tensor:
+    """PLMS: 4-step Adams–Bashforth on ε with a pseudo improved Euler first step (Liu et al. 2022,
+    Eq. 12–13; diffusers PNDMScheduler with skip_prk_steps=True)."""
+    return _adams_bashforth(fn, x, sigmas, callback, 4, heun_start=True)
+
+
+@SAMPLERS.register("ipndm", order=4, stochastic=False)
+def ipndm(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, order: int = 4) -> Tensor:
+    """Improved PNDM: Adams–Bashforth on d with lower-order warm-up (Zhang & Chen 2023, §4, Eq. 21)."""
+    return _adams_bashforth(fn, x, sigmas, callback, _check_order(order, 4), heun_start=False)
+
+
+def unipc_update(
+    x: Tensor,
+    sigma_s: Tensor,
+    sigma_t: Tensor,
+    history: list[tuple[Tensor, Tensor]],
+    order: int,
+    variant: str,
+    denoised_t: Tensor | None = None,
+) -> Tensor:
+    """UniP-p (denoised_t None) or UniC-p step s → t on data prediction with B(h) ∈ {h, e^h − 1}
+    (Zhao et al. 2023, Algorithms 2–3; `history` is [(σ_k, D_k)], newest = (σ_s, D_s) first)."""
+    m0 = history[0][1]
+    ratio = sigma_t / sigma_s
+    x_t = ratio * x + (1 - ratio) * m0  # first-order (DDIM) part
+    if sigma_t == 0 or (order == 1 and denoised_t is None):
+        return x_t  # h = ∞ at σ = 0: only the first-order limit x = D is defined
+    h = torch.log(sigma_s / sigma_t)  # λ_t − λ_s with λ = −log σ
+    hh = -h
+    rks = [torch.log(sigma_s / s) / h for s, _ in history[1:order]]  # r_k = (λ_k − λ_s)/h
+    d1s = [(m - m0) / r for r, (_, m) in zip(rks, history[1:order])]
+    b_h = hh if variant == "bh1" else torch.expm1(hh)
+    h_phi_k, factorial = torch.expm1(hh) / hh - 1, 1
+    rows, b = [], []
+    for k in range(1, order + 1):  # R_p(h)·ρ = g_p(h)/B(h) (Zhao et al. 2023, Eq. 8)
+        rows.append(torch.stack([*rks, torch.ones_like(h)]) ** (k - 1))
+        b.append(h_phi_k * factorial / b_h)
+        factorial *= k + 1
+        h_phi_k = h_phi_k / hh - 1 / factorial
+    R, b = torch.stack(rows).double(), torch.stack(b).double()
+    if denoised_t is None:  # predictor: ρ_p of the order − 1 past differences
+        rhos = torch.full((1,), 0.5) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
+        res = sum(r * d for r, d in zip(rhos, d1s))
+    else:  # corrector: includes the new difference D_t − D_s
+        rhos = torch.full((1,), 0.5) if order == 1 else torch.linalg.solve(R, b)
+        res = sum(r * d for r, d in zip(rhos[:-1], d1s)) + rhos[-1] * (denoised_t - m0)
+    return x_t - b_h * res
+
+
+@SAMPLERS.register("unipc", order=3, stochastic=False)
+def unipc(
+    fn,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise,
+    callback=None,
+    order: int = 2,
+    variant: str = "bh2",
+    corrector: bool = True,
+    lower_order_final: bool = True,
+) -> Tensor:
+    """UniPC-p: UniP-p predictor then UniC-p corrector reusing the next evaluation, order p + 1
+    (Zhao et al. 2023, Algorithm 1, data prediction; diffusers UniPCMultistepScheduler)."""
+    _check_order(order, 5)
+    if variant not in ("bh1", "bh2"):
+        raise UsageError(f"unknown unipc variant {variant!r}; choose one of: bh1, bh2")
+    n = len(sigmas) - 1
+    history: list[tuple[Tensor, Tensor]] = []  # [(σ_k, D_k)], newest first
+    x_last, last_order = x, 1
+    for i in range(n):
+        denoised = denoise(fn, x, sigmas[i])
+        if corrector and i > 0:
+            x = unipc_update(
+                x_last, sigmas[i - 1], sigmas[i], history, last_order, variant, denoised
+            )
+        history = [(sigmas[i], denoised), *history][:order]
+        last_order = step_order(i, n, order, lower_order_final)
+        x_last = x
+        x = unipc_update(x, sigmas[i], sigmas[i + 1], history, last_order, variant)
+        report(callback, i, x, sigmas, denoised)
+    return x
+
+
+@SAMPLERS.register("deis", order=2, stochastic=False)
+def deis(
+    fn,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise,
+    callback=None,
+    order: int = 2,
+    lower_order_final: bool = True,
+) -> Tensor:
+    """DEIS-tAB: x' = x + Σ_j ∫ L_j(log ρ) dρ · ε_j, ε interpolated in log ρ = log σ (Zhang & Chen
+    2023, Eq. 15; diffusers DEISMultistepScheduler "logrho", which winds down below 15 steps)."""
+    _check_order(order, 4)
+    n = len(sigmas) - 1
+    eps: list[Tensor] = []  # newest first
+    for i in range(n):
+        sigma = sigmas[i]
+        denoised = denoise(fn, x, sigma)
+        eps = [(x - denoised) / sigma, *eps][:order]
+        k = step_order(i, n, order, lower_order_final and n < 15)
+        nodes = [math.log(sigmas[i - j].item()) for j in range(k)]
+        weights = lagrange_weights(nodes, sigma.item(), sigmas[i + 1].item(), log=True)
+        x = x + sum(w * e for w, e in zip(weights, eps))
+        report(callback, i, x, sigmas, denoised)
+    return x
