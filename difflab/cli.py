@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from difflab.cli_eval import add_commands as add_eval_commands
 from difflab.config import builtin_configs, load_config, parse_value, to_toml
 from difflab.errors import UsageError
 
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra sampler option, e.g. --option s_churn=10")  # fmt: skip
     s.add_argument("--batch-size", type=int, default=64)
     s.set_defaults(func=cmd_sample)
+
+    add_eval_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=["samplers", "schedules", "params", "nets",

@@ -574,7 +574,7 @@ def train_feature_net(
         opt.step()
         sched.step()
         if callback is not None:
-            callback({"step": step + 1, "loss": float(loss)})
+            callback({"step": step + 1, "loss": loss.item()})
     net.eval()
     acc = _accuracy(net, test)
     meta = {

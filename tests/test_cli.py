@@ -1,5 +1,6 @@
 """The CLI through subprocess: train → sample on a tiny config, and one-line errors for bad input."""
 
+import json
 import subprocess
 import sys
 
@@ -102,3 +103,17 @@ def test_demo_smoke_writes_its_pngs(tmp_path):
     (tmp_path / "other" / "keep.txt").write_text("x")
     refused = difflab("demo", "--out", str(tmp_path / "other"), "--seconds", "1")
     assert refused.returncode == 2 and (tmp_path / "other" / "keep.txt").exists()
+
+
+def test_train_features_ref_stats_eval(run_dir, tmp_path):
+    feat, ref = str(tmp_path / "feat.safetensors"), str(tmp_path / "ref.npz")
+    assert difflab("train-features", "digits", "--out", feat, "--steps", "20").returncode == 0
+    r = difflab("ref-stats", "{name='digits', split='test'}", "--features", feat, "--out", ref)
+    assert r.returncode == 0 and "FD-digits reference of 359" in r.stdout, r.stderr
+    r = difflab("eval", str(run_dir), "--ref", ref, "--features", feat, "-n", "200",
+                "--steps", "2", "--metrics", "fd,kid,pr")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["n"] == 200 and report["fd_name"] == "FD-digits" and report["fd"] > 0
+    wrong = difflab("eval", str(run_dir), "--ref", ref, "-n", "10")
+    assert wrong.returncode == 2 and "--features" in wrong.stderr

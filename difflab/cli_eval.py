@@ -1,0 +1,137 @@
+"""`difflab {train-features,ref-stats,eval}`: evaluation commands (thin calls into evaluate.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from difflab.config import parse_value
+from difflab.errors import UsageError
+
+
+def feature_spec(name: str | None, weights: str | None) -> dict:
+    """--features raw | inception (with --weights) | a domain net .safetensors path."""
+    if name is None or name in ("raw", "inception"):
+        spec = {"name": name or "raw"}
+        if weights:
+            if spec["name"] != "inception":
+                raise UsageError("--weights is for --features inception")
+            spec["weights"] = weights
+        return spec
+    if Path(name).suffix == ".safetensors":
+        return {"name": "domain", "path": name}
+    raise UsageError(
+        f"--features {name!r} is not raw, inception or a domain net file (.safetensors from "
+        "`difflab train-features`)"
+    )
+
+
+def data_spec(text: str) -> dict | str:
+    """A dataset name, an inline TOML table ("{name='digits', split='test'}") or a folder path."""
+    value = parse_value(text) if text.startswith("{") else text
+    return value
+
+
+def cmd_train_features(args) -> int:
+    from tqdm import tqdm
+
+    from difflab.features import train_feature_net
+
+    bar = tqdm(total=args.steps, desc="train-features", disable=args.quiet, leave=False)
+    path = train_feature_net(
+        data_spec(args.data), steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+        out_path=args.out, callback=lambda r: bar.update(1),
+    )  # fmt: skip
+    bar.close()
+    print(f"feature net: {path}")
+    return 0
+
+
+def cmd_ref_stats(args) -> int:
+    from difflab.evaluate import reference_stats, save_ref
+    from difflab.features import load_feature_net
+
+    net = load_feature_net(feature_spec(args.features, args.weights))
+    ref = reference_stats(data_spec(args.data), net, args.n)
+    save_ref(args.out, ref)
+    print(f"{ref['fd_name']} reference of {ref['n']} items ({ref['dataset']}): {args.out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from difflab.data import model_to_images
+    from difflab.evaluate import evaluate, images_from_folder, load_ref
+    from difflab.features import load_feature_net
+    from difflab.generate import generate
+
+    ref = load_ref(args.ref)
+    if args.features is None and ref["feature_net"] != "raw":
+        raise UsageError(
+            f"{args.ref} was made with the {ref['feature_net']} feature net; pass the same one "
+            "with --features (and --weights for inception)"
+        )
+    net = load_feature_net(feature_spec(args.features, args.weights))
+    source = Path(args.source)
+    if source.is_dir() and not (source / "checkpoints").is_dir():
+        channels, size = ref["shape"][0], ref["shape"][-1]
+        images = images_from_folder(source, channels=channels, size=size)[: args.n]
+        origin = {"folder": str(source)}
+    else:
+        from difflab.train import load_denoiser
+
+        denoiser, config, info = load_denoiser(source)
+        s = config["sample"]
+        sampler = {"name": args.sampler} if args.sampler else s["sampler"]
+        steps = args.steps or s["steps"]
+        disc = {"name": args.discretization} if args.discretization else s["discretization"]
+        batches = generate(
+            denoiser, tuple(config["model"]["shape"]), n=args.n, seed=args.seed,
+            batch_size=args.batch_size, sampler=sampler, steps=steps, discretization=disc,
+        )  # fmt: skip
+        images = model_to_images(torch.cat(list(batches)))
+        origin = {"checkpoint": str(source), "step": info.get("step"), "sampler": sampler,
+                  "steps": steps, "discretization": disc, "seed": args.seed}  # fmt: skip
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    report = {**evaluate(images, ref, net, metrics), **origin}
+    text = json.dumps(report, indent=1, default=str)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+def add_commands(sub, common) -> None:
+    """Register the evaluation subcommands on the CLI's subparsers."""
+    t = sub.add_parser("train-features", parents=[common],
+                       help="train a domain feature net (for FD-<dataset>) on labelled images")  # fmt: skip
+    t.add_argument("data", help="dataset name, inline TOML table or image folder")
+    t.add_argument("--out", required=True, help="output .safetensors file")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train_features)
+
+    r = sub.add_parser("ref-stats", parents=[common], help="feature statistics of real data")
+    r.add_argument("data", help="dataset name, inline TOML table or image folder")
+    r.add_argument("--out", required=True, help="output .npz file")
+    r.add_argument("--features", help="raw | inception | domain net .safetensors")
+    r.add_argument("--weights", help="Inception weights file (pt_inception-2015-12-05-*.pth)")
+    r.add_argument("-n", type=int, help="number of items (default: all)")
+    r.set_defaults(func=cmd_ref_stats)
+
+    e = sub.add_parser("eval", parents=[common], help="FD / KID / IS / precision-recall")
+    e.add_argument("source", help="checkpoint, run dir, or a folder of images")
+    e.add_argument("--ref", required=True, help="reference .npz from `difflab ref-stats`")
+    e.add_argument("--features", help="the feature net the reference was made with")
+    e.add_argument("--weights", help="Inception weights file")
+    e.add_argument("-n", type=int, default=1000, help="number of samples")
+    e.add_argument("--metrics", default="fd,kid,pr", help="comma list of fd,kid,is,pr,acc")
+    e.add_argument("--sampler")
+    e.add_argument("--steps", type=int)
+    e.add_argument("--discretization")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=250)
+    e.add_argument("--out", help="also write the JSON report here")
+    e.set_defaults(func=cmd_eval)
