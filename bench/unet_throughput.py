@@ -19,12 +19,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))  # repo root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 from difflab.nets import NETS  # noqa: E402
 
 
@@ -137,58 +138,63 @@ def interleaved(steps: list[Callable[[], None]], reps: int, warmup: int) -> list
     return [statistics.median(t) for t in times]
 
 
-def run(cfg: Config, reps: int, warmup: int) -> None:
+def run(cfg: Config, reps: int, warmup: int, diffusers_cl: bool) -> None:
     torch.manual_seed(0)
     nets = {"difflab": build_difflab(cfg), "diffusers": build_diffusers(cfg)}
+    if diffusers_cl:  # diffusers with channels-last weights and input, for reference
+        nets["diffusers-CL"] = build_diffusers(cfg).to(memory_format=torch.channels_last)
     params = {k: num_params(v) for k, v in nets.items()}
     rel = params["difflab"] / params["diffusers"] - 1
     assert abs(rel) <= 0.05, f"parameter counts differ by {rel:+.1%}: {params}"
     x = torch.randn(cfg.batch, cfg.channels, cfg.resolution, cfg.resolution)
+    inputs = {k: x.contiguous(memory_format=torch.channels_last) if "CL" in k else x for k in nets}
     c_noise = torch.rand(cfg.batch) * 999
     print(
         f"\n## {cfg.name}, batch {cfg.batch}: params difflab {params['difflab'] / 1e6:.3f}M, "
         f"diffusers {params['diffusers'] / 1e6:.3f}M ({rel:+.2%})"
     )
-    print(f"{'mode':<16}{'difflab img/s':>15}{'diffusers img/s':>17}{'ratio':>8}")
+    others = list(nets)[1:]
+    header = f"{'mode':<13}" + "".join(f"{k + ' img/s':>20}" for k in nets)
+    print(header + "".join(f"{'difflab/' + k:>22}" for k in others))
     for train in (False, True):
         for bf16 in (False, True):
             mode = f"{'train' if train else 'sample'} {'bf16' if bf16 else 'fp32'}"
-            # Fresh copies so that optimizer state and autocast caches do not leak across modes
-            steps = [make_step(net, x, c_noise, train, bf16) for net in nets.values()]
-            t_ours, t_theirs = interleaved(steps, reps, warmup)
-            ours, theirs = cfg.batch / t_ours, cfg.batch / t_theirs
-            print(f"{mode:<16}{ours:>15.1f}{theirs:>17.1f}{ours / theirs:>7.2f}x")
+            steps = [make_step(net, inputs[k], c_noise, train, bf16) for k, net in nets.items()]
+            rates = [cfg.batch / t for t in interleaved(steps, reps, warmup)]
+            row = f"{mode:<13}" + "".join(f"{r:>20.1f}" for r in rates)
+            print(row + "".join(f"{rates[0] / r:>21.2f}x" for r in rates[1:]), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", default="cifar,digits", help="comma list of " + ",".join(PRESETS))
-    parser.add_argument("--resolution", type=int, help="custom config: image size (replaces presets)")
+    parser.add_argument(
+        "--presets", default="cifar,digits", help="comma list of " + ",".join(PRESETS)
+    )
+    parser.add_argument(
+        "--resolution", type=int, help="custom config: image size (replaces presets)"
+    )
     parser.add_argument("--channels", type=int, default=3, help="custom config: image channels")
     parser.add_argument("--batch", type=int, help="batch size (overrides the presets' batch)")
     parser.add_argument("--model-channels", type=int, default=64, help="custom config: base width")
     parser.add_argument("--reps", type=int, default=7, help="timed repetitions per net and mode")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per net and mode")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument(
+        "--diffusers-channels-last",
+        action="store_true",
+        help="also time diffusers with channels-last weights and input",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     if args.resolution:
         res = args.resolution
         mult = (1, 2, 2) if res <= 32 else (1, 2, 2, 2)
-        attn = (16,) if res >= 16 * 2 ** (len(mult) - 1) or res == 16 else (res // 2,)
-        configs = [
-            Config(
-                f"custom {res}x{res}x{args.channels}",
-                res,
-                args.channels,
-                args.batch or 16,
-                args.model_channels,
-                mult,
-                attn,
-                32,
-            )
-        ]
+        level_res = [res // 2**i for i in range(len(mult))]
+        attn = (16,) if 16 in level_res else (level_res[1],)
+        name = f"custom {res}x{res}x{args.channels}"
+        batch = args.batch or 16
+        configs = [Config(name, res, args.channels, batch, args.model_channels, mult, attn, 32)]
     else:
         configs = [PRESETS[name] for name in args.presets.split(",")]
         if args.batch:
@@ -198,7 +204,7 @@ def main() -> None:
         f"median of {args.reps} interleaved reps"
     )
     for cfg in configs:
-        run(cfg, args.reps, args.warmup)
+        run(cfg, args.reps, args.warmup, args.diffusers_channels_last)
 
 
 if __name__ == "__main__":

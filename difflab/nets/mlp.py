@@ -60,7 +60,9 @@ class MLP(nn.Module):
         emb = self.noise_emb(c_noise)  # [B, E]
         if "vector" in cond:
             if not self.cond_vector_dim:
-                raise UsageError("cond['vector'] given but the net was built with cond_vector_dim=0")
+                raise UsageError(
+                    "cond['vector'] given but the net was built with cond_vector_dim=0"
+                )
             v = cond["vector"]
             if v.shape != (B, self.cond_vector_dim):
                 raise UsageError(

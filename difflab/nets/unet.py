@@ -1,4 +1,13 @@
-"""ADM U-Net (Dhariwal & Nichol 2021, "Diffusion Models Beat GANs", guided-diffusion `UNetModel`)."""
+"""ADM U-Net (Dhariwal & Nichol 2021, "Diffusion Models Beat GANs", guided-diffusion `UNetModel`).
+
+Speed on CPU comes from layout and pass count, not from a smaller net: activations are
+channels-last (oneDNN's native convolution layout, and the [B, H·W, C] pixel matrix of attention is
+then a view), GroupNorm + AdaGN scale-shift is one fused affine pass with a hand-written backward
+(layers.ada_group_norm), the residual scale is folded into the last convolution's weights, 1×1
+convolutions are plain matmuls, the noise embedding and its SiLU are computed once per call, and
+bf16 autocast keeps activations in bf16 end to end (attention trains in fp32, which CPU flash
+attention runs faster).
+"""
 
 from __future__ import annotations
 
@@ -9,14 +18,30 @@ from torch.utils.checkpoint import checkpoint
 
 from difflab.errors import UsageError
 from difflab.nets import NETS
-from difflab.nets.layers import AttentionBlock, NoiseEmbedding, check_c_noise, group_norm, zero_init
-from difflab.nets.layers import key_padding_mask
+from difflab.nets.layers import (
+    AttentionBlock,
+    NoiseEmbedding,
+    ada_group_norm,
+    check_c_noise,
+    group_norm,
+    key_padding_mask,
+    zero_init,
+)
 
-SLOTS = ("vector", "tokens", "tokens_mask", "channels")
+
+def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """1×1 convolution; on channels-last x a plain matmul over the [B, H, W, C] view."""
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return F.linear(x.permute(0, 2, 3, 1), weight.flatten(1), bias).permute(0, 3, 1, 2)
+    return F.conv2d(x, weight, bias)
 
 
 class ResBlock(nn.Module):
-    """ADM residual block with AdaGN `GroupNorm(h)·(1+scale)+shift` and BigGAN up/down (ADM §3)."""
+    """ADM residual block with AdaGN `GroupNorm(h)·(1+scale)+shift` and BigGAN up/down (ADM §3).
+
+    `emb` is the already activated embedding SiLU(e) [B, E]: the net applies ADM's per-block SiLU
+    once for all blocks.
+    """
 
     def __init__(
         self,
@@ -49,20 +74,21 @@ class ResBlock(nn.Module):
         return x
 
     def _forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = F.silu(self.norm1(x))  # [B, Ci, H, W]
+        inplace = not torch.is_grad_enabled()  # in-place SiLU would cost autograd a copy
+        h = F.silu(ada_group_norm(x, self.norm1), inplace=inplace)  # [B, Ci, H, W]
         if self.resample != "none":
             h, x = self._resample(h), self._resample(x)
         h = self.conv1(h)  # [B, Co, H, W]
-        scale, shift = self.emb_proj(emb)[:, :, None, None].chunk(2, dim=1)  # [B, Co, 1, 1] each
-        h = F.silu(torch.addcmul(shift, self.norm2(h), 1 + scale))  # AdaGN (ADM eq. in §3)
+        scale, shift = self.emb_proj(emb).chunk(2, dim=1)  # [B, Co] each
+        h = F.silu(ada_group_norm(h, self.norm2, scale, shift), inplace=inplace)  # AdaGN
         if self.dropout is not None:
             h = self.dropout(h)
-        h = self.conv2(h)  # [B, Co, H, W]
+        # skip_scale·(skip(x) + conv2(h)) with the scale folded into the weights: one pass fewer
+        s = self.skip_scale
+        h = F.conv2d(h, self.conv2.weight * s, self.conv2.bias * s, padding=1)  # [B, Co, H, W]
         if self.skip is not None:
-            x = self.skip(x)
-        if self.skip_scale == 1.0:
-            return x + h
-        return torch.add(x, h).mul_(self.skip_scale)
+            return h.add_(_conv1x1(x, self.skip.weight * s, self.skip.bias * s))
+        return h.add_(x, alpha=s)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         if self.checkpointing and self.training and torch.is_grad_enabled():
@@ -95,10 +121,18 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """ADM U-Net F_θ(x, c_noise, cond) (Dhariwal & Nichol 2021, guided-diffusion `UNetModel`).
 
-    Skips from the encoder are concatenated in the decoder exactly as in ADM. ADM itself adds
-    residual branches unscaled; `skip_scale` multiplies every residual sum (res blocks and
-    attention) and defaults to 1/√2 as in BigGAN / score-SDE NCSN++ / EDM's SongUNet, which keeps
-    activations at unit variance at initialisation. Set `skip_scale=1.0` for ADM's exact form.
+    Levels of width model_channels·channel_mult[i], each with `num_res_blocks` AdaGN residual
+    blocks (+1 in the decoder) and self-attention at `attention_resolutions`; a res–attn–res middle;
+    BigGAN-style residual up/down-sampling (`resblock_updown`); encoder skips concatenated in the
+    decoder as in ADM; zero-initialised output convolutions. ADM adds residual branches unscaled;
+    here every residual sum (res blocks and attention) is multiplied by `skip_scale`, 1/√2 by
+    default as in BigGAN, NCSN++ and EDM's SongUNet (unit variance at init); 1.0 is ADM exactly.
+
+    Conditioning slots, each optional at call time (absent = unconditional):
+      cond["vector"] [B, cond_vector_dim]: projected and added to the noise embedding (ADM labels)
+      cond["tokens"] [B, L, cond_token_dim] (+ cond["tokens_mask"] [B, L] bool, True = keep):
+        cross-attended in every attention block (GLIDE)
+      cond["channels"] [B, cond_channels, H, W]: concatenated to x (absent = zeros)
     """
 
     def __init__(
@@ -123,6 +157,15 @@ class UNet(nn.Module):
         channels_last: bool = True,
     ):
         super().__init__()
+        sizes = dict(in_channels=in_channels, out_channels=out_channels, resolution=resolution)
+        sizes.update(model_channels=model_channels, num_res_blocks=num_res_blocks)
+        for name, value in sizes.items():
+            if value < 1:
+                raise UsageError(f"{name} must be a positive integer, got {value}")
+        if not channel_mult or min(channel_mult) < 1:
+            raise UsageError(f"channel_mult must be positive integers, got {channel_mult}")
+        if not 0.0 <= dropout < 1.0:
+            raise UsageError(f"dropout must be in [0, 1), got {dropout}")
         levels = len(channel_mult)
         factor = 2 ** (levels - 1)
         if resolution < factor or resolution % factor:
@@ -195,96 +238,112 @@ class UNet(nn.Module):
         # Output
         self.norm_out = group_norm(ch)
         self.conv_out = zero_init(nn.Conv2d(ch, out_channels, 3, padding=1))
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
 
     def _check_cond(self, x: Tensor, cond: dict[str, Tensor]) -> None:
-        """Raise a UsageError for unknown slots or slots this net was built without."""
-        unknown = sorted(set(cond) - set(SLOTS))
-        if unknown:
-            raise UsageError(f"unknown cond slot(s) {unknown}; the U-Net takes {list(SLOTS)}")
-        dims = {"vector": self.cond_vector_dim, "tokens": self.cond_token_dim}
-        dims.update(tokens_mask=self.cond_token_dim, channels=self.cond_channels)
+        """Raise a UsageError for unknown slots, slots the net was built without, bad shapes."""
+        options = {
+            "vector": ("cond_vector_dim", self.cond_vector_dim),
+            "tokens": ("cond_token_dim", self.cond_token_dim),
+            "tokens_mask": ("cond_token_dim", self.cond_token_dim),
+            "channels": ("cond_channels", self.cond_channels),
+        }
         for slot in cond:
-            if not dims[slot]:
-                option = "cond_token_dim" if slot == "tokens_mask" else f"cond_{slot}_dim"
-                option = "cond_channels" if slot == "channels" else option
+            if slot not in options:
+                raise UsageError(f"unknown cond slot {slot!r}; the U-Net takes {list(options)}")
+            option, dim = options[slot]
+            if not dim:
                 raise UsageError(f"cond[{slot!r}] given but the net was built with {option}=0")
         B, _, H, W = x.shape
-        if "vector" in cond and cond["vector"].shape != (B, self.cond_vector_dim):
-            raise UsageError(
-                f"cond['vector'] must be [{B}, {self.cond_vector_dim}], got {tuple(cond['vector'].shape)}"
-            )
-        if "tokens" in cond:
-            t = cond["tokens"]
-            if t.ndim != 3 or t.shape[0] != B or t.shape[2] != self.cond_token_dim:
-                raise UsageError(
-                    f"cond['tokens'] must be [{B}, L, {self.cond_token_dim}], got {tuple(t.shape)}"
-                )
-            m = cond.get("tokens_mask")
-            if m is not None and m.shape != t.shape[:2]:
-                raise UsageError(
-                    f"cond['tokens_mask'] must be [{B}, {t.shape[1]}], got {tuple(m.shape)}"
-                )
-        elif "tokens_mask" in cond:
+        tokens, mask = cond.get("tokens"), cond.get("tokens_mask")
+        if mask is not None and tokens is None:
             raise UsageError("cond['tokens_mask'] given without cond['tokens']")
-        if "channels" in cond and cond["channels"].shape != (B, self.cond_channels, H, W):
-            raise UsageError(
-                f"cond['channels'] must be [{B}, {self.cond_channels}, {H}, {W}], "
-                f"got {tuple(cond['channels'].shape)}"
-            )
+        L = tokens.shape[1] if tokens is not None and tokens.ndim == 3 else "L"
+        expected = {
+            "vector": (B, self.cond_vector_dim),
+            "tokens": (B, L, self.cond_token_dim),
+            "tokens_mask": (B, L),
+            "channels": (B, self.cond_channels, H, W),
+        }
+        for slot, value in cond.items():
+            if tuple(value.shape) != expected[slot]:
+                shape = ", ".join(map(str, expected[slot]))
+                raise UsageError(f"cond[{slot!r}] must be [{shape}], got {list(value.shape)}")
+
+    def _run(
+        self,
+        layers: nn.ModuleList,
+        h: Tensor,
+        emb: Tensor,
+        tokens: Tensor | None,
+        masks: dict[int, Tensor | None],
+    ) -> Tensor:
+        for layer in layers:
+            if isinstance(layer, AttentionBlock):
+                h = layer(h, tokens, masks[h.shape[2] * h.shape[3]])
+            else:
+                h = layer(h, emb)
+        return h
 
     def forward(self, x: Tensor, c_noise: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
         B, C, H, W = x.shape
         if C != self.in_channels:
-            raise UsageError(f"x has {C} channels; the net was built with in_channels={self.in_channels}")
+            raise UsageError(
+                f"x has {C} channels; the net was built with in_channels={self.in_channels}"
+            )
         if H % self.factor or W % self.factor:
             raise UsageError(f"x is {H}×{W}; height and width must be multiples of {self.factor}")
         cond = cond or {}
         self._check_cond(x, cond)
         c_noise = check_c_noise(c_noise, B)
-        out_format = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() else torch.contiguous_format
+        keep_format = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
-        # Embedding, computed once; SiLU of ADM's `emb_layers` is applied here for all blocks
+        # Embedding, computed once; the SiLU of ADM's per-block `emb_layers` is applied here
         emb = self.noise_emb(c_noise)  # [B, E]
         if "vector" in cond:
             emb = emb + self.vector_emb(cond["vector"].to(emb.dtype))  # [B, E]
         emb = F.silu(emb)
-        tokens, tokens_mask = cond.get("tokens"), cond.get("tokens_mask")
 
-        # Input: concatenate the channel condition (zeros when absent: use only x's weights)
+        # Tokens: one key-padding mask per attention resolution, shared by its blocks
+        tokens, tokens_mask = cond.get("tokens"), cond.get("tokens_mask")
+        if tokens is not None:
+            tokens = tokens.to(self.conv_in.weight.dtype)  # [B, L, Dt]
+        masks = _Masks(tokens_mask)
+
+        # Input; an absent channel condition counts as zeros, i.e. only x's weights are used
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if "channels" in cond:
-            h = torch.cat([x, cond["channels"].to(x.dtype)], dim=1)  # [B, Cin + Cc, H, W]
-            h = self.conv_in(h)
+            h = self.conv_in(torch.cat([x, cond["channels"].to(x.dtype)], dim=1))  # [B, C0, H, W]
         elif self.cond_channels:
-            h = F.conv2d(x, self.conv_in.weight[:, : self.in_channels], self.conv_in.bias, padding=1)
+            w = self.conv_in.weight[:, : self.in_channels]
+            h = F.conv2d(x, w, self.conv_in.bias, padding=1)  # [B, C0, H, W]
         else:
             h = self.conv_in(x)  # [B, C0, H, W]
 
-        masks: dict[int, Tensor] = {}
-
-        def run(layers: nn.ModuleList, h: Tensor) -> Tensor:
-            for layer in layers:
-                if isinstance(layer, AttentionBlock):
-                    n = h.shape[2] * h.shape[3]
-                    if tokens_mask is not None and n not in masks:
-                        masks[n] = key_padding_mask(tokens_mask, n)
-                    h = layer(h, tokens, masks.get(n))
-                else:
-                    h = layer(h, emb)
-            return h
-
+        # Encoder, middle, decoder (each decoder block eats one encoder skip, ADM)
         skips = [h]
         for layers in self.down:
-            h = run(layers, h)
+            h = self._run(layers, h, emb, tokens, masks)
             skips.append(h)
-        h = run(self.mid, h)
+        h = self._run(self.mid, h, emb, tokens, masks)
         for layers in self.up:
-            h = run(layers, torch.cat([h, skips.pop()], dim=1))
-        h = self.conv_out(F.silu(self.norm_out(h)))  # [B, Cout, H, W]
-        return h.contiguous(memory_format=out_format)
+            h = self._run(layers, torch.cat([h, skips.pop()], dim=1), emb, tokens, masks)
+        h = F.silu(ada_group_norm(h, self.norm_out), inplace=not torch.is_grad_enabled())
+        h = self.conv_out(h)  # [B, Cout, H, W]
+        return h if keep_format else h.contiguous()
+
+
+class _Masks(dict):
+    """Lazily built key-padding masks keyed by the number of pixels N."""
+
+    def __init__(self, tokens_mask: Tensor | None):
+        super().__init__()
+        self.tokens_mask = tokens_mask
+
+    def __missing__(self, n: int) -> Tensor | None:
+        mask = None if self.tokens_mask is None else key_padding_mask(self.tokens_mask, n)
+        self[n] = mask
+        return mask
 
 
 @NETS.register("unet")
@@ -308,7 +367,12 @@ def unet(
     checkpointing: bool = False,
     channels_last: bool = True,
 ) -> UNet:
-    """ADM U-Net (Dhariwal & Nichol 2021); widths model_channels·channel_mult per level."""
+    """ADM U-Net (Dhariwal & Nichol 2021); see `UNet` for the architecture and the cond slots.
+
+    attention_resolutions are spatial sizes (16 = at the 16×16 level); head_channels > 0 fixes the
+    head width instead of num_heads; checkpointing recomputes res blocks in the backward pass
+    (memory for compute); channels_last=False keeps activations NCHW (slower on CPU).
+    """
     return UNet(
         in_channels=in_channels,
         out_channels=out_channels,
