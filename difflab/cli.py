@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", parents=[common], help="train a small model on digits and write sample/loss PNGs"
     )
     d.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
-    d.add_argument("--seconds", type=float, default=150.0, help="training time budget")
+    d.add_argument("--seconds", type=float, default=160.0, help="training time budget")
     d.set_defaults(func=cmd_demo)
 
     t = sub.add_parser("train", parents=[common], help="train a model from a TOML config")

@@ -30,7 +30,7 @@ def _claim(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
 
 
-def run_demo(out: Path, seconds: float = 150.0, quiet: bool = False) -> dict:
+def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False) -> dict:
     """Train digits for ≤ `seconds`, write samples.png, trajectory.png, loss.png; return timings."""
     from difflab.cli import run_training
 
@@ -55,8 +55,10 @@ def run_demo(out: Path, seconds: float = 150.0, quiet: bool = False) -> dict:
         callback=keep_first,
     )))  # fmt: skip
     save_grid(model_to_images(samples).numpy(), out / "samples.png", nrow=10)
-    trajectory = model_to_images(torch.cat(steps_x0 + [samples[:1]])).numpy()
-    plot_trajectory(trajectory, [*step_sigmas, 0.0], out / "trajectory.png")
+    frames, sigmas = [*steps_x0, samples[:1]], [*step_sigmas, 0.0]
+    keep = sorted(set(torch.linspace(0, len(frames) - 1, 12).round().long().tolist()))
+    trajectory = model_to_images(torch.cat([frames[i] for i in keep])).numpy()
+    plot_trajectory(trajectory, [sigmas[i] for i in keep], out / "trajectory.png")
     plot_loss(out / "run" / "log.jsonl", out / "loss.png")
     report = {
         "steps": info["step"], "train_seconds": round(trained, 1),
