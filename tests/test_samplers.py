@@ -126,6 +126,10 @@ def test_sample_rejects_bad_options():
         sample("dpm9", smooth_fn, x, sigmas)
     with pytest.raises(UsageError, match="decreasing"):
         sample("euler", smooth_fn, x, torch.tensor([0.0, 1.0]))
+    with pytest.raises(UsageError, match=r"order must be an integer in 1\.\.3"):
+        sample("dpm_solver", smooth_fn, x, sigmas, order=4)
+    with pytest.raises(UsageError, match=r"order must be an integer in 1\.\.8"):
+        sample("lms", smooth_fn, x, sigmas, order=0)
 
 
 @pytest.mark.parametrize("name", SAMPLERS.names())

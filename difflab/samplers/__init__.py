@@ -27,6 +27,15 @@ def denoise(fn: DenoiseFn, x: Tensor, sigma: Tensor) -> Tensor:
     return fn(x, sigma.to(x.dtype) * x.new_ones(x.shape[0]))
 
 
+def check_order(order: int, max_order: int) -> int:
+    """Raise a UsageError unless `order` is an integer in 1..max_order; return it."""
+    if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= max_order:
+        raise UsageError(
+            f"sampler option order must be an integer in 1..{max_order}, got {order!r}"
+        )
+    return order
+
+
 def report(callback, i: int, x: Tensor, sigmas: Tensor, denoised: Tensor) -> None:
     if callback is not None:
         callback({"i": i, "x": x, "sigma": sigmas[i], "sigma_next": sigmas[i + 1],

@@ -15,8 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from difflab.errors import UsageError
-from difflab.samplers import SAMPLERS, denoise, report
+from difflab.samplers import SAMPLERS, check_order, denoise, report
 from difflab.samplers.euler import ancestral_sigmas
 
 LOWER_ORDER_BELOW = 15  # diffusers: lower_order_final only acts on grids of fewer steps
@@ -130,11 +129,6 @@ def dpmpp_2s_ancestral(
 # ---- DPM-Solver (singlestep): groups of 1, 2 or 3 grid steps -----------------------------------
 
 
-def check_order(order: int, valid: tuple[int, ...]) -> None:
-    if order not in valid:
-        raise UsageError(f"solver order {order!r} is not supported; choose one of: {valid}")
-
-
 def singlestep_orders(steps: int, order: int, lower_order_final: bool, to_zero: bool) -> list[int]:
     """Stage index of each grid step; a run 1, .., k is one order-k step (diffusers get_order_list).
 
@@ -165,7 +159,7 @@ def dpm_solver(
 ) -> Tensor:
     """Singlestep DPM-Solver-k with x̂0 (= DPM-Solver++(kS)), intermediate points on the grid
     (Lu et al. 2022a, Alg. 1–2; Lu et al. 2022b; diffusers DPMSolverSinglestep, midpoint)."""
-    check_order(order, (1, 2, 3))
+    check_order(order, 3)
     n = len(sigmas) - 1
     orders = singlestep_orders(n, order, lower_order_final, bool(sigmas[-1] == 0))
     for i in range(n):

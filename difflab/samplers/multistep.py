@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from difflab.errors import UsageError
-from difflab.samplers import SAMPLERS, denoise, report
+from difflab.samplers import SAMPLERS, check_order, denoise, report
 
 # Adams–Bashforth coefficients for equal steps, newest derivative first (Liu et al. 2022, Eq. 12)
 AB_COEFFS = (
@@ -23,12 +23,6 @@ AB_COEFFS = (
     (23 / 12, -16 / 12, 5 / 12),
     (55 / 24, -59 / 24, 37 / 24, -9 / 24),
 )
-
-
-def _check_order(order: int, max_order: int) -> int:
-    if not isinstance(order, int) or not 1 <= order <= max_order:
-        raise UsageError(f"order must be an integer in 1..{max_order}, got {order!r}")
-    return order
 
 
 def step_order(i: int, n: int, order: int, lower_order_final: bool) -> int:
@@ -64,7 +58,7 @@ def lagrange_weights(nodes: list[float], lo: float, hi: float, log: bool = False
 def lms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, order: int = 4) -> Tensor:
     """Linear multistep: x' = x + Σ_j (∫ L_j(σ) dσ)·d_j over past d = (x − D)/σ (k-diffusion
     `sample_lms`; diffusers LMSDiscreteScheduler)."""
-    _check_order(order, 8)
+    check_order(order, 8)
     ds: list[Tensor] = []  # newest first
     for i in range(len(sigmas) - 1):
         denoised = denoise(fn, x, sigmas[i])
@@ -105,7 +99,7 @@ def plms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None) -> Tensor:
 @SAMPLERS.register("ipndm", order=4, stochastic=False)
 def ipndm(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, order: int = 4) -> Tensor:
     """Improved PNDM: Adams–Bashforth on d with lower-order warm-up (Zhang & Chen 2023, §4, Eq. 21)."""
-    return _adams_bashforth(fn, x, sigmas, callback, _check_order(order, 4), heun_start=False)
+    return _adams_bashforth(fn, x, sigmas, callback, check_order(order, 4), heun_start=False)
 
 
 def unipc_update(
@@ -161,7 +155,7 @@ def unipc(
 ) -> Tensor:
     """UniPC-p: UniP-p predictor then UniC-p corrector reusing the next evaluation, order p + 1
     (Zhao et al. 2023, Algorithm 1, data prediction; diffusers UniPCMultistepScheduler)."""
-    _check_order(order, 5)
+    check_order(order, 5)
     if variant not in ("bh1", "bh2"):
         raise UsageError(f"unknown unipc variant {variant!r}; choose one of: bh1, bh2")
     n = len(sigmas) - 1
@@ -194,7 +188,7 @@ def deis(
 ) -> Tensor:
     """DEIS-tAB: x' = x + Σ_j ∫ L_j(log ρ) dρ · ε_j, ε interpolated in log ρ = log σ (Zhang & Chen
     2023, Eq. 15; diffusers DEISMultistepScheduler "logrho", which winds down below 15 steps)."""
-    _check_order(order, 4)
+    check_order(order, 4)
     n = len(sigmas) - 1
     eps: list[Tensor] = []  # newest first
     for i in range(n):
