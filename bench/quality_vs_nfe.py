@@ -118,9 +118,10 @@ def main() -> None:
               f"{best10['fd'] / base_fd:.2f} x ddpm-1000 (target <= 1.1)")  # fmt: skip
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    for name in dict.fromkeys(r["sampler"] for r in rows[1:]):
+    for i, name in enumerate(dict.fromkeys(r["sampler"] for r in rows[1:])):
         pts = sorted((r["nfe"], r["fd"]) for r in rows[1:] if r["sampler"] == name)
-        ax.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1, label=name)
+        style = ["-", "--", ":"][i // 10 % 3]  # 10 colours per line style
+        ax.plot(*zip(*pts, strict=True), marker="o", ms=3, lw=1, ls=style, label=name)
     ax.axhline(base_fd, color="k", ls="--", lw=1, label="ddpm, 1000 steps")
     ax.set(xscale="log", yscale="log", xlabel="network evaluations", ylabel=ref["fd_name"])
     ax.legend(fontsize=6, ncol=2)
