@@ -91,3 +91,14 @@ def float64_default():
             torch.set_default_dtype(old)
 
     return ctx()
+
+
+def sample_from_gaussian_oracle(name: str, sigmas: Tensor, shape=(20000,), **opts) -> Tensor:
+    """Run sampler `name` driven by the exact denoiser of N(0.3, 0.5²) from pure noise at σ₀."""
+    from difflab.samplers import sample
+
+    data = GaussianData(mu=0.3, s=0.5)
+    g = torch.Generator().manual_seed(0)
+    x = sigmas[0] * torch.randn(shape, generator=g, dtype=torch.float64)
+    noise = lambda like: torch.randn(like.shape, generator=g, dtype=like.dtype)  # noqa: E731
+    return sample(name, data.denoise, x, sigmas, noise=noise, **opts)

@@ -12,7 +12,7 @@ from difflab.nets import NETS
 from difflab.precond import Precond
 from difflab.samplers import SAMPLERS, sample
 from difflab.schedules import build_schedule, discretize
-from oracles import GaussianData, float64_default, perfect_denoiser
+from oracles import GaussianData, float64_default, perfect_denoiser, sample_from_gaussian_oracle
 
 
 @pytest.fixture(autouse=True)
@@ -104,13 +104,7 @@ STOCHASTIC = [
 @pytest.mark.parametrize("name,opts,sched,disc,steps", STOCHASTIC)
 def test_stochastic_sampler_reaches_the_data_distribution(name, opts, sched, disc, steps):
     """Driven by the exact denoiser, samples follow N(μ, s²); a wrong variance would not."""
-    data = GaussianData(mu=0.3, s=0.5)
-    schedule = build_schedule(sched)
-    sigmas = discretize(schedule, disc, steps)
-    g = torch.Generator().manual_seed(0)
-    x = sigmas[0] * torch.randn(20000, generator=g)
-    out = sample(name, lambda x, s: data.denoise(x, s), x, sigmas,
-                 noise=lambda like: torch.randn(like.shape, generator=g), **opts)  # fmt: skip
+    out = sample_from_gaussian_oracle(name, discretize(build_schedule(sched), disc, steps), **opts)
     assert abs(out.mean().item() - 0.3) < 0.02
     assert abs(out.std().item() / 0.5 - 1) < 0.025, out.std()
 

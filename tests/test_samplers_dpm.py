@@ -7,7 +7,7 @@ import torch
 import difflab.samplers.dpm as dpm
 from difflab.samplers import SAMPLERS, sample
 from difflab.schedules import build_schedule, discretize
-from oracles import GaussianData, float64_default
+from oracles import GaussianData, float64_default, sample_from_gaussian_oracle
 
 
 @pytest.fixture(autouse=True)
@@ -88,12 +88,7 @@ STOCHASTIC = [
 @pytest.mark.parametrize("name,opts,sched,disc", STOCHASTIC)
 def test_stochastic_sampler_reaches_the_data_distribution(name, opts, sched, disc):
     """Driven by the exact denoiser, samples follow N(μ, s²); a wrong noise level would not."""
-    data = GaussianData(mu=0.3, s=0.5)
-    sigmas = discretize(build_schedule(sched), disc, 200)
-    g = torch.Generator().manual_seed(0)
-    x = sigmas[0] * torch.randn(20000, generator=g)
-    out = sample(name, lambda x, s: data.denoise(x, s), x, sigmas,
-                 noise=lambda like: torch.randn(like.shape, generator=g), **opts)  # fmt: skip
+    out = sample_from_gaussian_oracle(name, discretize(build_schedule(sched), disc, 200), **opts)
     assert abs(out.mean().item() - 0.3) < 0.02
     assert abs(out.std().item() / 0.5 - 1) < 0.025, out.std()
 

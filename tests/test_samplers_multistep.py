@@ -10,7 +10,7 @@ import torch
 from difflab.errors import UsageError
 from difflab.samplers import SAMPLERS, sample
 from difflab.schedules import build_schedule, discretize
-from oracles import GaussianData, float64_default
+from oracles import GaussianData, float64_default, sample_from_gaussian_oracle
 
 
 @pytest.fixture(autouse=True)
@@ -117,13 +117,8 @@ def test_sde_sampler_reaches_the_data_distribution(name, opts, sched):
     """Driven by the exact denoiser, samples follow N(μ, s²); a wrong variance would not. The
     Langevin step size uses per-sample norms, so samples have many dimensions (1024) for the
     norms to concentrate; with 16 dimensions the state-dependent step inflates the std by 14%."""
-    data = GaussianData(mu=0.3, s=0.5)
-    schedule = build_schedule(sched)
-    sigmas = discretize(schedule, "exponential" if sched == "ve" else "uniform", 250)
-    g = torch.Generator().manual_seed(0)
-    x = sigmas[0] * torch.randn(64, 1024, generator=g)
-    out = sample(name, data.denoise, x, sigmas,
-                 noise=lambda like: torch.randn(like.shape, generator=g), **opts)  # fmt: skip
+    sigmas = discretize(build_schedule(sched), "exponential" if sched == "ve" else "uniform", 250)
+    out = sample_from_gaussian_oracle(name, sigmas, shape=(64, 1024), **opts)
     assert abs(out.mean().item() - 0.3) < 0.01
     assert abs(out.std().item() / 0.5 - 1) < 0.025, out.std()
 
