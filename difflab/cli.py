@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in ("n", "batch_size", "steps"):
             value = getattr(args, name, None)
-            if value is not None and value < 1:
+            if isinstance(value, int) and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
         return args.func(args)
     except (UsageError, TrainingError) as err:

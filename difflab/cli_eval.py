@@ -60,11 +60,43 @@ def cmd_ref_stats(args) -> int:
     return 0
 
 
-def cmd_eval(args) -> int:
+def _sampled_images(path: Path, args, steps: int | None):
+    """(uint8 images [n, C, H, W], origin dict) drawn from one checkpoint with generate()."""
     from difflab.data import model_to_images
+    from difflab.generate import generate
+    from difflab.train import load_denoiser
+
+    denoiser, config, info = load_denoiser(path)
+    s = config["sample"]
+    sampler = {"name": args.sampler} if args.sampler else s["sampler"]
+    steps = steps or s["steps"]
+    disc = {"name": args.discretization} if args.discretization else s["discretization"]
+    batches = generate(
+        denoiser, tuple(config["model"]["shape"]), n=args.n, seed=args.seed,
+        batch_size=args.batch_size, sampler=sampler, steps=steps, discretization=disc,
+    )  # fmt: skip
+    origin = {"checkpoint": str(path), "step": info.get("step"), "sampler": sampler,
+              "steps": steps, "discretization": disc, "seed": args.seed}  # fmt: skip
+    return model_to_images(torch.cat(list(batches))), origin
+
+
+def parse_steps(text: str) -> list[int]:
+    """'5,10,20' → [5, 10, 20]; each must be an integer >= 1."""
+    try:
+        steps = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(
+            f"--steps {text!r} is not an integer or a comma list like 5,10,20"
+        ) from None
+    if min(steps) < 1:
+        raise UsageError(f"--steps must be >= 1, got {text}")
+    return steps
+
+
+def cmd_eval(args) -> int:
+    from difflab import checkpoint as ckpt
     from difflab.evaluate import evaluate, images_from_folder, load_ref
     from difflab.features import load_feature_net
-    from difflab.generate import generate
 
     ref = load_ref(args.ref)
     if args.features is None and ref["feature_net"] != "raw":
@@ -73,33 +105,51 @@ def cmd_eval(args) -> int:
             "with --features (and --weights for inception)"
         )
     net = load_feature_net(feature_spec(args.features, args.weights))
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
     source = Path(args.source)
+    steps_list = parse_steps(args.steps) if args.steps else [None]
     if source.is_dir() and not (source / "checkpoints").is_dir():
         channels, size = ref["shape"][0], ref["shape"][-1]
         images = images_from_folder(source, channels=channels, size=size)[: args.n]
-        origin = {"folder": str(source)}
+        reports = [{**evaluate(images, ref, net, metrics), "folder": str(source)}]
     else:
-        from difflab.train import load_denoiser
-
-        denoiser, config, info = load_denoiser(source)
-        s = config["sample"]
-        sampler = {"name": args.sampler} if args.sampler else s["sampler"]
-        steps = args.steps or s["steps"]
-        disc = {"name": args.discretization} if args.discretization else s["discretization"]
-        batches = generate(
-            denoiser, tuple(config["model"]["shape"]), n=args.n, seed=args.seed,
-            batch_size=args.batch_size, sampler=sampler, steps=steps, discretization=disc,
-        )  # fmt: skip
-        images = model_to_images(torch.cat(list(batches)))
-        origin = {"checkpoint": str(source), "step": info.get("step"), "sampler": sampler,
-                  "steps": steps, "discretization": disc, "seed": args.seed}  # fmt: skip
-    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
-    report = {**evaluate(images, ref, net, metrics), **origin}
-    text = json.dumps(report, indent=1, default=str)
+        paths = ckpt.list_checkpoints(source) if args.all_checkpoints else [source]
+        if not paths:
+            raise UsageError(f"{source} holds no checkpoints; --all-checkpoints needs a run dir")
+        reports = []
+        for path in paths:
+            for steps in steps_list:
+                images, origin = _sampled_images(path, args, steps)
+                reports.append({**evaluate(images, ref, net, metrics), **origin})
+    text = json.dumps(reports[0] if len(reports) == 1 else reports, indent=1, default=str)
     if args.out:
         Path(args.out).write_text(text)
     print(text)
+    if args.plot:
+        plot_reports(reports, Path(args.plot), ref["fd_name"], by_step=args.all_checkpoints)
     return 0
+
+
+def plot_reports(reports: list[dict], out: Path, fd_name: str, by_step: bool) -> None:
+    """FD vs training step (one line per step count) or FD vs sampling steps, as a PNG."""
+    from difflab.plots import _pyplot
+
+    if "fd" not in reports[0]:
+        raise UsageError("--plot draws the Fréchet distance; include fd in --metrics")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    key, group = ("step", "steps") if by_step else ("steps", "checkpoint")
+    for value in dict.fromkeys(r.get(group) for r in reports):
+        pts = sorted((r[key], r["fd"]) for r in reports if r.get(group) == value)
+        ax.plot(*zip(*pts, strict=True), marker="o", label=f"{group} {value}")
+    ax.set(xlabel="training step" if by_step else "sampling steps", ylabel=fd_name,
+           yscale="log", title=f"{fd_name}, n = {reports[0]['n']}")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    print(f"plot: {out}")
 
 
 def add_commands(sub, common) -> None:
@@ -129,9 +179,12 @@ def add_commands(sub, common) -> None:
     e.add_argument("-n", type=int, default=1000, help="number of samples")
     e.add_argument("--metrics", default="fd,kid,pr", help="comma list of fd,kid,is,pr,acc")
     e.add_argument("--sampler")
-    e.add_argument("--steps", type=int)
+    e.add_argument("--steps", help="sampling steps; a comma list (5,10,20) evaluates each")
     e.add_argument("--discretization")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=250)
     e.add_argument("--out", help="also write the JSON report here")
+    e.add_argument("--all-checkpoints", action="store_true",
+                   help="evaluate every checkpoint of the run dir (FD vs training step)")  # fmt: skip
+    e.add_argument("--plot", help="write a PNG of FD vs training step or vs sampling steps")
     e.set_defaults(func=cmd_eval)

@@ -115,5 +115,10 @@ def test_train_features_ref_stats_eval(run_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["n"] == 200 and report["fd_name"] == "FD-digits" and report["fd"] > 0
+    plot = tmp_path / "fd.png"
+    r = difflab("eval", str(run_dir), "--ref", ref, "--features", feat, "-n", "150",
+                "--steps", "1,2", "--metrics", "fd", "--all-checkpoints", "--plot", str(plot))  # fmt: skip
+    assert r.returncode == 0 and plot.stat().st_size > 0, r.stderr
+    assert [rep["steps"] for rep in json.loads(r.stdout[: r.stdout.rindex("]") + 1])] == [1, 2]
     wrong = difflab("eval", str(run_dir), "--ref", ref, "-n", "10")
     assert wrong.returncode == 2 and "--features" in wrong.stderr
