@@ -55,6 +55,10 @@ class TrainConfig:
     max_seconds: float = 0.0  # stop early after this wall time (0: no limit)
     on_nonfinite: str = "stop"  # "stop" or "skip" the update when loss/grad is NaN or inf
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    eval_every: int = 0  # FD of EMA samples vs a held-out reference every K steps (0: off)
+    eval_ref: str = ""  # reference .npz from `difflab ref-stats` of held-out data
+    eval_features: str = "raw"  # the feature net of that reference: "raw" or a domain .safetensors
+    eval_n: int = 256  # samples per in-loop evaluation (cheap, and logged with its n)
 
 
 @dataclass
@@ -93,6 +97,7 @@ class Config:
             "train.weight_decay": self.train.weight_decay, "train.warmup": self.train.warmup,
             "train.grad_clip": self.train.grad_clip, "train.ckpt_every": self.train.ckpt_every,
             "train.max_seconds": self.train.max_seconds,
+            "train.eval_every": self.train.eval_every, "train.eval_n": self.train.eval_n,
         }  # fmt: skip
         for key, value in non_negative.items():
             if not _finite(value) or value < 0:

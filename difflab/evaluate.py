@@ -19,9 +19,9 @@ from torch import Tensor
 
 from difflab import metrics as M
 from difflab.checkpoint import atomic_write
-from difflab.data import DATASETS, Dataset, folder, load_dataset
+from difflab.data import DATASETS, Dataset, folder, load_dataset, model_to_images
 from difflab.errors import UsageError
-from difflab.features import FeatureNet, extract
+from difflab.features import FeatureNet, extract, load_feature_net
 
 METRICS = ("fd", "kid", "is", "pr", "acc")
 REF_FORMAT = "difflab-ref-1"
@@ -201,3 +201,32 @@ def evaluate(
     if "acc" in metrics:
         out["accuracy"] = M.classifier_accuracy(probs, labels)
     return out
+
+
+class InLoopFD:
+    """FD of `n` EMA samples against a held-out reference, logged during training (cheap n)."""
+
+    def __init__(self, ref_path: str, features: str, n: int, seed: int = 0):
+        self.ref = load_ref(ref_path)
+        spec = {"name": "raw"} if features in ("", "raw") else {"name": "domain", "path": features}
+        self.net = load_feature_net(spec)
+        if self.ref["feature_hash"] != self.net.hash:
+            raise UsageError(
+                f"train.eval_ref {ref_path} was made with another feature net than "
+                f"train.eval_features={features!r}; pass the one used by `difflab ref-stats`"
+            )
+        self.n, self.seed = n, seed
+
+    def __call__(self, denoiser, shape: tuple[int, ...], sample_cfg, device) -> dict[str, Any]:
+        """{"eval_metric", "eval_fd", "eval_n"} for samples drawn as `sample_cfg` says."""
+        from difflab.generate import generate
+
+        batches = generate(
+            denoiser, shape, n=self.n, seed=self.seed, batch_size=sample_cfg.batch_size,
+            sampler=sample_cfg.sampler, steps=sample_cfg.steps,
+            discretization=sample_cfg.discretization, device=device,
+        )  # fmt: skip
+        x = torch.cat([b.cpu() for b in batches])
+        images = model_to_images(x) if len(shape) == 3 else x
+        report = evaluate(images, self.ref, self.net, ("fd",))
+        return {"eval_metric": report["fd_name"], "eval_fd": report["fd"], "eval_n": self.n}

@@ -138,6 +138,7 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
         else:
             callback({"note": f"no valid checkpoint in {out}; starting from step 0"})
     check_specs(cfg, denoiser)
+    evaluator = in_loop_evaluator(cfg) if world.main else None
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(to_toml(cfg_dict))
@@ -182,6 +183,15 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
                         best = record["loss"]
                         ckpt.mark_best(path)
                     ckpt.prune(out, cfg.train.keep)
+            if evaluator is not None and step % cfg.train.eval_every == 0:
+                result = {
+                    "step": step,
+                    **evaluator(ema.model, dataset.shape, cfg.sample, world.device),
+                }
+                log.write(json.dumps(result) + "\n")
+                log.flush()
+                callback({"note": f"step {step}: {result['eval_metric']} (n={result['eval_n']}) "
+                                  f"= {result['eval_fd']:.4g}"})  # fmt: skip
             callback(record)
             if out_of_time:
                 break
@@ -197,6 +207,20 @@ def check_specs(cfg: Config, denoiser: Precond) -> None:
     spec = dict(cfg.sample.sampler)
     SAMPLERS.check_options(spec.pop("name"), spec, skip=3)
     discretize(denoiser.schedule, cfg.sample.discretization, cfg.sample.steps)
+
+
+def in_loop_evaluator(cfg: Config):
+    """The held-out FD evaluator when train.eval_every > 0 (checked before any file is written)."""
+    if not cfg.train.eval_every:
+        return None
+    if not cfg.train.eval_ref:
+        raise UsageError(
+            "train.eval_every needs train.eval_ref (a .npz from `difflab ref-stats` of held-out "
+            "data) and train.eval_features (the feature net it was made with)"
+        )
+    from difflab.evaluate import InLoopFD
+
+    return InLoopFD(cfg.train.eval_ref, cfg.train.eval_features, cfg.train.eval_n, cfg.sample.seed)
 
 
 def now_since(start: float) -> float:

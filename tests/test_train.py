@@ -10,6 +10,7 @@ from difflab.config import load_config
 from difflab.data import load_dataset
 from difflab.errors import UsageError
 from difflab.generate import generate
+from difflab.plots import read_log
 from difflab.train import TrainingError, build_denoiser, load_denoiser, train
 
 TINY_UNET = ("model.net={name='unet', model_channels=16, channel_mult=[1, 2], num_res_blocks=1,"
@@ -93,3 +94,24 @@ def test_accumulation_and_bf16_and_pruning(tmp_path):
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
     with pytest.raises(TrainingError, match="non-finite"):
         train(_tiny_cfg("train.lr=1e30", "train.grad_clip=0", "train.steps=20"), tmp_path / "run")
+
+
+def test_in_loop_fd_on_a_held_out_reference(tmp_path):
+    from difflab.evaluate import reference_stats, save_ref
+    from difflab.features import load_feature_net, train_feature_net
+
+    feat = train_feature_net("digits", steps=10, batch_size=32, out_path=tmp_path / "f.safetensors")
+    net = load_feature_net({"name": "domain", "path": str(feat)})
+    save_ref(tmp_path / "ref.npz", reference_stats({"name": "digits", "split": "test"}, net))
+    cfg = _tiny_cfg("train.steps=4", "train.eval_every=2", f"train.eval_ref='{tmp_path}/ref.npz'",
+                    f"train.eval_features='{feat}'", "train.eval_n=150", "sample.steps=2")  # fmt: skip
+    notes = []
+    train(cfg, tmp_path / "run", callback=lambda r: notes.append(r.get("note")))
+    evals = [r for r in read_log(tmp_path / "run" / "log.jsonl") if "eval_fd" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert all(r["eval_metric"] == "FD-digits" and r["eval_n"] == 150 and r["eval_fd"] > 0
+               for r in evals)  # fmt: skip
+    assert any(n and "FD-digits (n=150)" in n for n in notes)
+    with pytest.raises(UsageError, match="needs train.eval_ref"):
+        train(_tiny_cfg("train.eval_every=2"), tmp_path / "other")
+    assert not (tmp_path / "other").exists()
