@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from difflab.conditioning import net_cond
 from difflab.registry import Registry
 from difflab.schedules import Schedule
 
@@ -98,7 +99,7 @@ class Precond(nn.Module):
     def net_output(self, x: Tensor, sigma: Tensor, cond: dict | None = None):
         """(F_θ output [B, ...], extra head or None, scalings) for σ-space input x."""
         s = self.scalings(sigma)
-        out = self.net(_bcast(s.c_in, x).to(x.dtype) * x, s.c_noise.to(x.dtype), cond or {})
+        out = self.net(_bcast(s.c_in, x).to(x.dtype) * x, s.c_noise.to(x.dtype), net_cond(cond))
         if self.learned_variance:
             out, extra = out.chunk(2, dim=1)
             return out, extra, s
