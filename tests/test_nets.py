@@ -133,7 +133,9 @@ def test_unet_channels_last_matches_contiguous_path():
     ya.square().sum().backward()
     yb.square().sum().backward()
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
-        torch.testing.assert_close(pa.grad, pb.grad, atol=1e-4, rtol=1e-3, msg=name)
+        # fp32 sums in another order: tolerance relative to the gradient's scale, not elementwise
+        scale = pb.grad.abs().max().item()
+        torch.testing.assert_close(pa.grad, pb.grad, atol=1e-5 * scale, rtol=1e-3, msg=name)
 
 
 def test_unet_bf16_autocast_close_to_fp32():
