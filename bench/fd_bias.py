@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from difflab import metrics as M
 from difflab.config import parse_value
@@ -66,8 +65,12 @@ def main() -> None:
     ns = np.concatenate([[r["n"]] * len(r["fds"]) for r in rows]).astype(float)
     fds = np.concatenate([r["fds"] for r in rows])
     pool = len(f_test)
+    # weighted by 1/std at each n (small n is noisier); the single full-pool value gets the least std
+    stds = {r["n"]: r["fd_std"] for r in rows}
+    floor = min([v for v in stds.values() if v > 0] or [1.0])
+    w = np.array([1 / max(stds[int(n)], floor) for n in ns])
     design = np.stack([np.ones_like(ns), 1 / ns - 1 / pool], 1)
-    (fd_pool, k), *_ = np.linalg.lstsq(design, fds, rcond=None)
+    (fd_pool, k), *_ = np.linalg.lstsq(design * w[:, None], fds * w, rcond=None)
     fd_inf = fd_pool - k / pool
 
     def fit(n):
