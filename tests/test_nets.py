@@ -102,10 +102,14 @@ def test_unet_missing_slots_are_unconditional_and_masked_tokens_are_ignored():
     cond2 = dict(cond, tokens=cond["tokens"].clone())
     cond2["tokens"][:, 2] += 10.0
     torch.testing.assert_close(net(x, c_noise, cond2), y)
-    # Absent channels act as zeros; absent vector/tokens run unconditionally
-    no_channels = {k: v for k, v in cond.items() if k != "channels"}
-    zero_channels = dict(cond, channels=torch.zeros_like(cond["channels"]))
-    torch.testing.assert_close(net(x, c_noise, no_channels), net(x, c_noise, zero_channels))
+    # Absent slots act as their null value (null_cond): zero channels/vector, all tokens masked
+    from difflab.conditioning import null_cond
+
+    for slot in ("channels", "vector", "tokens"):
+        absent = {k: v for k, v in cond.items() if not k.startswith(slot)}
+        nulled = {**cond, **{k: v for k, v in null_cond(cond).items() if k.startswith(slot)}}
+        torch.testing.assert_close(net(x, c_noise, absent), net(x, c_noise, nulled), msg=slot)
+    torch.testing.assert_close(net(x, c_noise, {}), net(x, c_noise, null_cond(cond)))
     assert net(x, c_noise, {}).shape == y.shape
     assert net(x, c_noise).shape == y.shape
 

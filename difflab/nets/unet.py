@@ -129,7 +129,8 @@ class UNet(nn.Module):
     default as in BigGAN, NCSN++ and EDM's SongUNet (unit variance at init); 1.0 is ADM exactly.
 
     Conditioning slots, each optional at call time (absent = unconditional):
-      cond["vector"] [B, cond_vector_dim]: projected and added to the noise embedding (ADM labels)
+      cond["vector"] [B, cond_vector_dim]: projected and added to the noise embedding (ADM labels);
+        absent = zeros, the null condition of conditioning.null_cond
       cond["tokens"] [B, L, cond_token_dim] (+ cond["tokens_mask"] [B, L] bool, True = keep):
         cross-attended in every attention block (GLIDE)
       cond["channels"] [B, cond_channels, H, W]: concatenated to x (absent = zeros)
@@ -301,6 +302,8 @@ class UNet(nn.Module):
         emb = self.noise_emb(c_noise)  # [B, E]
         if "vector" in cond:
             emb = emb + self.vector_emb(cond["vector"].to(emb.dtype))  # [B, E]
+        elif self.vector_emb is not None:
+            emb = emb + self.vector_emb.bias.to(emb.dtype)  # absent = the null (zero) vector
         emb = F.silu(emb)
 
         # Tokens: one key-padding mask per attention resolution, shared by its blocks
