@@ -2,12 +2,20 @@
 
 import pytest
 
-from difflab.config import Config, from_dict, load_config, read_config_file, to_toml
+from difflab.config import (
+    Config,
+    builtin_configs,
+    from_dict,
+    load_config,
+    read_config_file,
+    to_toml,
+)
 from difflab.errors import UsageError
 
 
 def test_builtin_configs_load_and_round_trip_through_toml(tmp_path):
-    for name in ("digits", "fashion_mnist", "swiss_roll"):
+    assert {"digits", "fashion_mnist", "swiss_roll"} <= set(builtin_configs())
+    for name in builtin_configs():
         cfg = load_config(name)
         path = tmp_path / f"{name}.toml"
         path.write_text(to_toml(cfg.to_dict()))
