@@ -4,4 +4,4 @@ from difflab.registry import Registry
 
 NETS = Registry("net")
 
-from difflab.nets import mlp, unet  # noqa: E402, F401  (register the nets)
+from difflab.nets import classifier, mlp, unet  # noqa: E402, F401  (register the nets)

@@ -36,6 +36,38 @@ def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return F.conv2d(x, weight, bias)
 
 
+def check_sizes(
+    sizes: dict[str, int],
+    channel_mult: tuple[int, ...],
+    attention_resolutions: tuple[int, ...],
+    dropout: float,
+    what: str,
+) -> list[int]:
+    """Validate ADM widths/levels (UsageError naming the fix); the resolution of each level."""
+    for name, value in sizes.items():
+        if value < 1:
+            raise UsageError(f"{name} must be a positive integer, got {value}")
+    if not channel_mult or min(channel_mult) < 1:
+        raise UsageError(f"channel_mult must be positive integers, got {channel_mult}")
+    if not 0.0 <= dropout < 1.0:
+        raise UsageError(f"dropout must be in [0, 1), got {dropout}")
+    resolution, levels = sizes["resolution"], len(channel_mult)
+    factor = 2 ** (levels - 1)
+    if resolution < factor or resolution % factor:
+        raise UsageError(
+            f"resolution {resolution} must be a multiple of {factor} = 2**(len(channel_mult)-1) "
+            f"for channel_mult={tuple(channel_mult)}; change resolution or channel_mult"
+        )
+    level_res = [resolution // 2**i for i in range(levels)]
+    bad = sorted(set(attention_resolutions) - set(level_res))
+    if bad:
+        raise UsageError(
+            f"attention_resolutions {bad} are not level resolutions {level_res} of this {what}; "
+            f"choose from those (or use attention_resolutions=() for none)"
+        )
+    return level_res
+
+
 class ResBlock(nn.Module):
     """ADM residual block with AdaGN `GroupNorm(h)·(1+scale)+shift` and BigGAN up/down (ADM §3).
 
@@ -160,27 +192,9 @@ class UNet(nn.Module):
         super().__init__()
         sizes = dict(in_channels=in_channels, out_channels=out_channels, resolution=resolution)
         sizes.update(model_channels=model_channels, num_res_blocks=num_res_blocks)
-        for name, value in sizes.items():
-            if value < 1:
-                raise UsageError(f"{name} must be a positive integer, got {value}")
-        if not channel_mult or min(channel_mult) < 1:
-            raise UsageError(f"channel_mult must be positive integers, got {channel_mult}")
-        if not 0.0 <= dropout < 1.0:
-            raise UsageError(f"dropout must be in [0, 1), got {dropout}")
+        level_res = check_sizes(sizes, channel_mult, attention_resolutions, dropout, "U-Net")
         levels = len(channel_mult)
         factor = 2 ** (levels - 1)
-        if resolution < factor or resolution % factor:
-            raise UsageError(
-                f"resolution {resolution} must be a multiple of {factor} = 2**(len(channel_mult)-1) "
-                f"for channel_mult={tuple(channel_mult)}; change resolution or channel_mult"
-            )
-        level_res = [resolution // 2**i for i in range(levels)]
-        bad = sorted(set(attention_resolutions) - set(level_res))
-        if bad:
-            raise UsageError(
-                f"attention_resolutions {bad} are not level resolutions {level_res} of this U-Net; "
-                f"choose from those (or use attention_resolutions=() for none)"
-            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.cond_vector_dim = cond_vector_dim

@@ -1,0 +1,216 @@
+"""Noise-aware networks on σ-space inputs: the shared wrapper, σ densities, loop and checkpoints.
+
+A noise-aware net reads x = x0 + σ·ε (σ-space, model-space x0 in [-1, 1]) and σ, with EDM's input
+scalings c_in = 1/√(σ² + σ_data²), c_noise = ¼·ln σ (Karras et al. 2022, Table 1): it depends on
+no diffusion schedule, so one classifier or encoder serves every difflab model. Trained on noised
+data at all noise levels as in Dhariwal & Nichol 2021 §4 (classifier guidance).
+`classifier.py` and `encoder.py` add their heads and losses on top.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from difflab.checkpoint import load_tensors, save_tensors
+from difflab.data import Dataset, InfiniteLoader, load_dataset
+from difflab.ema import EMA
+from difflab.errors import UsageError
+from difflab.losses import lognormal
+from difflab.nets import NETS
+from difflab.precond import _bcast, edm
+from difflab.train import TrainingError
+
+DEFAULT_NET = {
+    "name": "encoder_unet", "model_channels": 32, "channel_mult": [1, 2, 2],
+    "num_res_blocks": 1, "attention_resolutions": [],  # attention: middle block + pooling
+}  # fmt: skip
+DEFAULT_DENSITY = {
+    "name": "log_uniform", "sigma_min": 0.002, "sigma_max": 80.0, "p_mean": -1.2, "p_std": 1.2,
+}  # fmt: skip
+KIND_HINT = {
+    "model": "a diffusion model checkpoint (use it as the model, not as this)",
+    "classifier": "a noise-aware classifier (from `difflab train-classifier`)",
+    "encoder": "a noise-aware image encoder (from `difflab train-encoder`)",
+    "feature_net": "a metrics feature net (from `difflab train-features`)",
+}
+
+
+def default_options() -> dict[str, Any]:
+    """Training options of train_classifier / train_encoder, every key present (for --set)."""
+    params = inspect.signature(NETS.get("encoder_unet")).parameters.values()
+    net = {p.name: p.default for p in params if p.default is not p.empty}
+    net = {k: list(v) if isinstance(v, tuple) else v for k, v in net.items()}
+    net = {"name": "encoder_unet", **net, **DEFAULT_NET}
+    return {"net": net, "density": dict(DEFAULT_DENSITY), "sigma_data": 0.5, "ema_decay": 0.999,
+            "weight_decay": 0.05, "test_fraction": 0.2}  # fmt: skip
+
+
+def sample_sigma(density: dict[str, Any], n: int, generator: torch.Generator) -> Tensor:
+    """σ [n]: log-uniform on [σ_min, σ_max] or EDM's log-normal (Karras et al. 2022, Table 1)."""
+    d = {**DEFAULT_DENSITY, **density}
+    if d["name"] == "log_uniform":
+        lo, hi = d["sigma_min"], d["sigma_max"]
+        if not 0 < lo < hi:
+            raise UsageError(f"density needs 0 < sigma_min < sigma_max, got {lo}, {hi}; fix them")
+        u = torch.rand(n, generator=generator, dtype=torch.float64)  # [n]
+        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).float()
+    if d["name"] == "lognormal":
+        return lognormal(None, n, generator, p_mean=d["p_mean"], p_std=d["p_std"])  # [n]
+    raise UsageError(
+        f"sigma density {d['name']!r} is unknown for noise-aware nets; "
+        "use density.name=log_uniform (sigma_min, sigma_max) or lognormal (p_mean, p_std)"
+    )
+
+
+def sigma_range(density: dict[str, Any]) -> list[float]:
+    """[σ_min, σ_max] the net was trained on (log-normal: its ±3 std interval)."""
+    d = {**DEFAULT_DENSITY, **density}
+    if d["name"] == "log_uniform":
+        return [d["sigma_min"], d["sigma_max"]]
+    return [math.exp(d["p_mean"] - 3 * d["p_std"]), math.exp(d["p_mean"] + 3 * d["p_std"])]
+
+
+class NoiseAwareNet(nn.Module):
+    """E_θ(c_in(σ)·x, c_noise(σ)) for σ-space x: the encoder U-Net behind classifiers and encoders."""
+
+    kind = "base"
+
+    def __init__(self, net: nn.Module, meta: dict[str, Any]):
+        super().__init__()
+        self.net = net
+        self.meta = meta
+        self.shape = tuple(meta["shape"])  # (C, H, W) of the training data
+        self.sigma_data = float(meta["sigma_data"])
+
+    def check_compatible(self, shape: tuple[int, ...] | list[int] | torch.Size) -> None:
+        """UsageError naming both shapes when data of `shape` [C, H, W] cannot be fed."""
+        shape = tuple(shape)[-3:]
+        if shape != self.shape:
+            name = self.meta.get("dataset", {}).get("name", "dataset")
+            raise UsageError(
+                f"this {self.kind} was trained on {name} images {list(self.shape)} but the model "
+                f"makes {list(shape)}; train a {self.kind} on this model's data "
+                f"(difflab train-{self.kind}) or use a model of that resolution and channels"
+            )
+
+    def forward_features(self, x: Tensor, sigma: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """(output [B, D], feature maps) of σ-space x [B, C, H, W] at σ [B] or scalar (EDM Eq. 7)."""
+        self.check_compatible(x.shape)
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
+        sigma = sigma.expand(len(x)) if sigma.ndim == 0 else sigma  # [B]
+        s = edm(sigma.float(), None, self.sigma_data)
+        return self.net.forward_features(_bcast(s.c_in, x).to(x.dtype) * x, s.c_noise)
+
+    def features(self, x: Tensor, sigma: Tensor) -> list[Tensor]:
+        """Feature maps [B, C_l, H_l, W_l], one per level + the middle (structure/style terms)."""
+        return self.forward_features(x, sigma)[1]
+
+
+def build_net(net_spec: dict[str, Any], shape: tuple[int, ...], out_dim: int) -> nn.Module:
+    """The encoder U-Net of `net_spec` for data [C, H, W] and `out_dim` outputs."""
+    if net_spec.get("name") != "encoder_unet":
+        raise UsageError(
+            f"net {net_spec.get('name')!r} cannot be a noise-aware classifier/encoder; "
+            "use net.name=encoder_unet"
+        )
+    return NETS.build(net_spec, in_channels=shape[0], out_dim=out_dim, resolution=shape[-1])
+
+
+def image_data(dataset_spec: str | dict[str, Any], what: str) -> Dataset:
+    """A labelled square image dataset with ≥ 2 classes, else a UsageError."""
+    data = load_dataset(dataset_spec)
+    if data.kind != "image" or data.labels is None or data.num_classes < 2:
+        raise UsageError(
+            f"a noise-aware {what} needs a labelled image dataset with ≥ 2 classes; {dataset_spec} "
+            "is not one (use 'digits', 'fashion_mnist' or a folder with class subfolders)"
+        )
+    if data.shape[1] != data.shape[2]:
+        raise UsageError(
+            f"images are {data.shape[1]}×{data.shape[2]}; pass size= to make them square"
+        )
+    return data
+
+
+def fit(
+    model: NoiseAwareNet,
+    loss_fn: Callable[[NoiseAwareNet, Tensor, Tensor, Tensor], Tensor],
+    data: Dataset,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    ema_decay: float,
+    density: dict[str, Any],
+    seed: int,
+    callback: Callable[[dict], None] | None,
+) -> NoiseAwareNet:
+    """AdamW on loss_fn(model, x = x0 + σ·ε, σ, labels), σ from `density` (ADM §4); EMA or raw net."""
+    if steps < 1 or batch_size < 1 or not lr > 0:
+        raise UsageError(
+            f"steps, batch_size and lr must be positive, got {steps}, {batch_size}, {lr}"
+        )
+    loader, g = InfiniteLoader(data, batch_size, seed=seed), torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    ema = EMA(model, ema_decay) if ema_decay > 0 else None
+    model.train()
+    for step in range(steps):
+        x0, labels = next(loader)  # [B, C, H, W] in [-1, 1], [B]
+        sigma = sample_sigma(density, len(x0), g)  # [B]
+        x = x0 + _bcast(sigma, x0) * torch.randn(x0.shape, generator=g)  # [B, C, H, W] σ-space
+        loss = loss_fn(model, x, sigma, labels)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at step {step + 1}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update(model, step)
+        if callback is not None:
+            callback({"step": step + 1, "loss": loss.item()})
+    return (ema.model if ema is not None else model).eval().requires_grad_(False)
+
+
+def check_out(out: str | os.PathLike, force: bool) -> Path:
+    """Refuse to overwrite an existing --out file unless force."""
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a .safetensors file path")
+    if out.exists() and not force:
+        raise UsageError(f"--out {out} exists; choose another path or pass --force to overwrite")
+    return out
+
+
+def save_net(path: Path, model: NoiseAwareNet) -> Path:
+    """Atomic safetensors file: weights + {"kind", ...meta} (difflab.checkpoint)."""
+    save_tensors(path, model.state_dict(), {"kind": model.kind, **model.meta})
+    return path
+
+
+def load_net(path: str | os.PathLike, cls: type[NoiseAwareNet]) -> NoiseAwareNet:
+    """A saved noise-aware net of class `cls` in eval mode; another kind of file → UsageError."""
+    tensors, meta = load_tensors(Path(path))
+    kind = meta.pop("kind", None)
+    if kind != cls.kind:
+        what = KIND_HINT.get(kind, f"a difflab {kind!r} file")
+        raise UsageError(
+            f"{path} is {what}, not a noise-aware {cls.kind}; train one with "
+            f"`difflab train-{cls.kind} DATA --out FILE`"
+        )
+    model = cls.from_meta(meta)
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as err:
+        detail = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err))
+        raise UsageError(
+            f"{path} does not fit its own config ({detail[:160]}); retrain it"
+        ) from None
+    return model.eval().requires_grad_(False)
