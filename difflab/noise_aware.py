@@ -90,6 +90,11 @@ class NoiseAwareNet(nn.Module):
         self.shape = tuple(meta["shape"])  # (C, H, W) of the training data
         self.sigma_data = float(meta["sigma_data"])
 
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> NoiseAwareNet:
+        """A freshly initialised net of this kind for the config `meta` (subclasses)."""
+        raise NotImplementedError
+
     def check_compatible(self, shape: tuple[int, ...] | list[int] | torch.Size) -> None:
         """UsageError naming both shapes when data of `shape` [C, H, W] cannot be fed."""
         shape = tuple(shape)[-3:]

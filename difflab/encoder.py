@@ -1,0 +1,205 @@
+"""Noise-aware image encoder for semantic guidance (Liu et al. 2023, "More control for free").
+
+The encoder U-Net maps σ-space images to unit vectors in a frozen text encoder's space, trained
+with CLIP's symmetric InfoNCE loss and a learned temperature (Radford et al. 2021, Fig. 3) against
+the caption embeddings of each image's class, on noised images at all σ. Its `embed` gives the
+content/text terms, its `features` the structure and style terms of difflab.guidance.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from difflab.errors import UsageError
+from difflab.features import _split
+from difflab.noise_aware import (
+    NoiseAwareNet,
+    build_net,
+    check_out,
+    default_options,
+    fit,
+    image_data,
+    load_net,
+    save_net,
+    sigma_range,
+)
+
+EVAL_SIGMAS = (0.05, 0.5, 2.0, 10.0)
+MAX_LOGIT_SCALE = 100.0  # CLIP clips exp(t) at 100
+
+
+class NoiseAwareEncoder(NoiseAwareNet):
+    """Unit-norm embedding of σ-space images in the text encoder's space, + feature maps."""
+
+    kind = "encoder"
+
+    def __init__(self, net: nn.Module, meta: dict[str, Any]):
+        super().__init__(net, meta)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))  # CLIP's init
+        # Per class: the normalised mean of its caption embeddings (zero-shot classes) [K, D]
+        self.register_buffer("class_embeddings", torch.zeros(len(meta["class_names"]), net.out_dim))
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> NoiseAwareEncoder:
+        return cls(build_net(meta["net"], meta["shape"], meta["dim"]), meta)
+
+    @property
+    def text_encoder(self) -> str:
+        """Name of the frozen text encoder whose space `embed` maps into (e.g. "minilm")."""
+        return self.meta["text_encoder"]
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    def embed(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Unit-norm image embedding [B, D] of σ-space x at σ (CLIP image tower, noise-aware)."""
+        return F.normalize(self.forward_features(x, sigma)[0].float(), dim=-1)  # [B, D]
+
+    def zero_shot_logits(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Cosine similarity [B, K] to each class's caption embedding (CLIP zero-shot, §3.1.2)."""
+        return self.embed(x, sigma) @ self.class_embeddings.T  # [B, K]
+
+
+def caption_table(text_encoder: Any, per_class: list[list[str]]) -> tuple[Tensor, Tensor]:
+    """(pooled unit caption embeddings [T, D], class of each caption [T]) over all captions."""
+    prompts = [c for caps in per_class for c in caps]
+    owner = torch.tensor([k for k, caps in enumerate(per_class) for _ in caps])  # [T]
+    with torch.no_grad():
+        pooled = text_encoder.encode(prompts)["pooled"].float()  # [T, D]
+    return F.normalize(pooled, dim=-1), owner
+
+
+def class_means(pooled: Tensor, owner: Tensor, num_classes: int) -> Tensor:
+    """Normalised mean caption embedding per class [K, D] (CLIP prompt ensembling, §3.1.4)."""
+    sums = torch.zeros(num_classes, pooled.shape[1]).index_add_(0, owner, pooled)  # [K, D]
+    return F.normalize(sums, dim=-1)
+
+
+def clip_loss(pooled: Tensor, owner: Tensor, generator: torch.Generator) -> Callable:
+    """Symmetric InfoNCE (Radford et al. 2021, Fig. 3) against one random caption per image.
+
+    Labels repeat within a batch, so each row's target spreads uniformly over the captions (and
+    images) of the same class instead of CLIP's one-hot diagonal.
+    """
+    counts = torch.bincount(owner)  # [K]
+    starts = torch.cumsum(counts, 0) - counts  # [K]; captions are grouped by class
+
+    def loss(model: NoiseAwareEncoder, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
+        u = torch.rand(len(labels), generator=generator)  # [B]
+        pick = starts[labels] + (u * counts[labels]).long().clamp(max=counts[labels] - 1)
+        text = pooled[pick]  # [B, D]
+        image = model.embed(x, sigma)  # [B, D]
+        scale = model.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+        logits = scale * image @ text.T  # [B, B]
+        same = (labels[:, None] == labels[None, :]).float()  # [B, B], symmetric
+        target = same / same.sum(1, keepdim=True)  # [B, B]
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+    return loss
+
+
+@torch.no_grad()
+def zero_shot_accuracy(
+    model: NoiseAwareEncoder, x0: Tensor, labels: Tensor, sigma: float, seed: int = 0,
+    batch_size: int = 256,
+) -> float:  # fmt: skip
+    """Fraction of x0 + σ·ε whose nearest class caption embedding is their own class."""
+    g, correct = torch.Generator().manual_seed(seed), 0
+    for i in range(0, len(x0), batch_size):
+        xb = x0[i : i + batch_size]  # [b, C, H, W]
+        x = xb + sigma * torch.randn(xb.shape, generator=g)
+        pred = model.zero_shot_logits(x, torch.tensor(sigma)).argmax(1)  # [b]
+        correct += int((pred == labels[i : i + len(xb)]).sum())
+    return correct / len(x0)
+
+
+def train_encoder(
+    dataset_spec: str | dict[str, Any],
+    out: str | os.PathLike,
+    *,
+    text_encoder: str | Any = "minilm",
+    prompts: list[list[str]] | None = None,
+    steps: int = 2000,
+    batch_size: int = 64,
+    lr: float = 3e-4,
+    net: dict[str, Any] | None = None,
+    density: dict[str, Any] | None = None,
+    sigma_data: float = 0.5,
+    ema_decay: float = 0.999,
+    weight_decay: float = 0.05,
+    test_fraction: float = 0.2,
+    eval_sigmas: Sequence[float] = EVAL_SIGMAS,
+    seed: int = 0,
+    force: bool = False,
+    callback: Callable[[dict], None] | None = None,
+) -> NoiseAwareEncoder:
+    """Train contrastively on noised images, report held-out zero-shot accuracy, save to `out`.
+
+    `text_encoder` is a difflab.text name or an object with `.encode(prompts)` and `.dim` (and
+    `.name`); `prompts` are captions per class (default: difflab.captions templates);
+    meta["test_accuracy"] maps each σ in `eval_sigmas` to zero-shot accuracy.
+    """
+    out = check_out(out, force)
+    data = image_data(dataset_spec, "encoder")
+    if not 0 < test_fraction < 1:
+        raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")
+    if isinstance(text_encoder, str):
+        from difflab.text import load_text_encoder
+
+        text_encoder = load_text_encoder(text_encoder)
+    spec = dataset_spec if isinstance(dataset_spec, dict) else {"name": dataset_spec}
+    class_names = list(data.class_names or map(str, range(data.num_classes)))
+    if prompts is None:
+        from difflab.captions import captions
+
+        prompts = captions(spec["name"], class_names)
+    if len(prompts) != len(class_names) or not all(prompts):
+        raise UsageError(
+            f"need a non-empty caption list for each of the {len(class_names)} classes of "
+            f"{spec['name']}, got {len(prompts)} lists; pass one list of captions per class"
+        )
+    pooled, owner = caption_table(text_encoder, prompts)  # [T, D], [T]
+    train, test = _split(data, test_fraction)
+    defaults = default_options()
+    net = {**defaults["net"], **(net or {})}
+    density = {**defaults["density"], **(density or {})}
+    meta = {
+        "dataset": spec, "class_names": class_names, "shape": list(data.shape),
+        "sigma_data": sigma_data, "net": net, "density": density,
+        "sigma_range": sigma_range(density), "dim": int(text_encoder.dim),
+        "text_encoder": getattr(text_encoder, "name", str(text_encoder)),
+        "train": dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, ema_decay=ema_decay,
+                      weight_decay=weight_decay, test_fraction=test_fraction),
+    }  # fmt: skip
+    torch.manual_seed(seed)
+    model = NoiseAwareEncoder.from_meta(meta)
+    model.class_embeddings.copy_(class_means(pooled, owner, len(class_names)))
+    loss = clip_loss(pooled, owner, torch.Generator().manual_seed(seed + 1))
+    model = fit(
+        model, loss, train, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        ema_decay=ema_decay, density=density, seed=seed, callback=callback,
+    )  # fmt: skip
+    x0 = test.to_model(test.x)  # [N, C, H, W]
+    model.meta["test_accuracy"] = {
+        str(s): zero_shot_accuracy(model, x0, test.labels, s, seed) for s in eval_sigmas
+    }
+    save_net(Path(out), model)
+    return model
+
+
+def load_encoder(path: str | os.PathLike) -> NoiseAwareEncoder:
+    """An encoder saved by `train_encoder` (eval mode, no grads); other files → UsageError."""
+    return load_net(path, NoiseAwareEncoder)
