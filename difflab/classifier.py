@@ -80,10 +80,9 @@ def noised_accuracy(
     g, correct = torch.Generator().manual_seed(seed), 0
     for i in range(0, len(x0), batch_size):
         xb = x0[i : i + batch_size]  # [b, C, H, W]
-        x = xb + sigma * torch.randn(xb.shape, generator=g)
-        correct += int(
-            (model.logits(x, torch.tensor(sigma)).argmax(1) == labels[i : i + len(xb)]).sum()
-        )
+        x = (xb + sigma * torch.randn(xb.shape, generator=g)).to(model.device)
+        pred = model.logits(x, torch.tensor(sigma)).argmax(1).cpu()  # [b]
+        correct += int((pred == labels[i : i + len(xb)]).sum())
     return correct / len(x0)
 
 
@@ -103,6 +102,7 @@ def train_classifier(
     eval_sigmas: Sequence[float] = EVAL_SIGMAS,
     seed: int = 0,
     force: bool = False,
+    device: str = "auto",
     callback: Callable[[dict], None] | None = None,
 ) -> NoiseAwareClassifier:
     """Train, evaluate on a held-out split at `eval_sigmas`, save to `out`; the EMA classifier.
@@ -131,7 +131,7 @@ def train_classifier(
     model = fit(
         model, cross_entropy, train, steps=steps, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, ema_decay=ema_decay, density=density, seed=seed,
-        callback=callback,
+        callback=callback, device=device,
     )  # fmt: skip
     x0 = test.to_model(test.x)  # [N, C, H, W]
     model.meta["test_accuracy"] = {

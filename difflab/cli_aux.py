@@ -33,7 +33,7 @@ def _train(args, train_fn, what: str, **extra) -> int:
     try:
         model = train_fn(
             data_spec(args.data), args.out, steps=args.steps, batch_size=args.batch_size,
-            lr=args.lr, seed=args.seed, force=args.force, callback=on_step,
+            lr=args.lr, seed=args.seed, force=args.force, device=args.device, callback=on_step,
             **options, **extra,
         )  # fmt: skip
     finally:
@@ -75,6 +75,7 @@ def add_commands(sub, common) -> None:
                        help="net.<option>=…, density.<option>=… (log_uniform sigma_min/sigma_max "
                        "or lognormal p_mean/p_std), ema_decay=…, weight_decay=…")  # fmt: skip
         p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+        p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda:N")
         if what == "encoder":
             p.add_argument("--text-encoder", default="minilm", help="frozen text encoder name")
         p.set_defaults(func=func)

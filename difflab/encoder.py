@@ -98,9 +98,10 @@ def clip_loss(pooled: Tensor, owner: Tensor, generator: torch.Generator) -> Call
     starts = torch.cumsum(counts, 0) - counts  # [K]; captions are grouped by class
 
     def loss(model: NoiseAwareEncoder, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
-        u = torch.rand(len(labels), generator=generator)  # [B]
-        pick = starts[labels] + (u * counts[labels]).long().clamp(max=counts[labels] - 1)
-        text = pooled[pick]  # [B, D]
+        k = labels.cpu()  # [B]
+        u = torch.rand(len(k), generator=generator)  # [B]
+        pick = starts[k] + (u * counts[k]).long().clamp(max=counts[k] - 1)  # [B] caption index
+        text = pooled[pick].to(x.device)  # [B, D]
         image = model.embed(x, sigma)  # [B, D]
         scale = model.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
         logits = scale * image @ text.T  # [B, B]
@@ -120,8 +121,8 @@ def zero_shot_accuracy(
     g, correct = torch.Generator().manual_seed(seed), 0
     for i in range(0, len(x0), batch_size):
         xb = x0[i : i + batch_size]  # [b, C, H, W]
-        x = xb + sigma * torch.randn(xb.shape, generator=g)
-        pred = model.zero_shot_logits(x, torch.tensor(sigma)).argmax(1)  # [b]
+        x = (xb + sigma * torch.randn(xb.shape, generator=g)).to(model.device)
+        pred = model.zero_shot_logits(x, torch.tensor(sigma)).argmax(1).cpu()  # [b]
         correct += int((pred == labels[i : i + len(xb)]).sum())
     return correct / len(x0)
 
@@ -144,6 +145,7 @@ def train_encoder(
     eval_sigmas: Sequence[float] = EVAL_SIGMAS,
     seed: int = 0,
     force: bool = False,
+    device: str = "auto",
     callback: Callable[[dict], None] | None = None,
 ) -> NoiseAwareEncoder:
     """Train contrastively on noised images, report held-out zero-shot accuracy, save to `out`.
@@ -190,7 +192,7 @@ def train_encoder(
     loss = clip_loss(pooled, owner, torch.Generator().manual_seed(seed + 1))
     model = fit(
         model, loss, train, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        ema_decay=ema_decay, density=density, seed=seed, callback=callback,
+        ema_decay=ema_decay, density=density, seed=seed, callback=callback, device=device,
     )  # fmt: skip
     x0 = test.to_model(test.x)  # [N, C, H, W]
     model.meta["test_accuracy"] = {

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from difflab.checkpoint import load_tensors, save_tensors
 from difflab.data import Dataset, InfiniteLoader, load_dataset
+from difflab.dist import pick_device
 from difflab.ema import EMA
 from difflab.errors import UsageError
 from difflab.losses import lognormal
@@ -114,6 +115,10 @@ class NoiseAwareNet(nn.Module):
         s = edm(sigma.float(), None, self.sigma_data)
         return self.net.forward_features(_bcast(s.c_in, x).to(x.dtype) * x, s.c_noise)
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     def features(self, x: Tensor, sigma: Tensor) -> list[Tensor]:
         """Feature maps [B, C_l, H_l, W_l], one per level + the middle (structure/style terms)."""
         return self.forward_features(x, sigma)[1]
@@ -157,6 +162,7 @@ def fit(
     density: dict[str, Any],
     seed: int,
     callback: Callable[[dict], None] | None,
+    device: str = "auto",
 ) -> NoiseAwareNet:
     """AdamW on loss_fn(model, x = x0 + σ·ε, σ, labels), σ from `density` (ADM §4); EMA or raw net."""
     if steps < 1 or batch_size < 1 or not lr > 0:
@@ -164,6 +170,8 @@ def fit(
             f"steps, batch_size and lr must be positive, got {steps}, {batch_size}, {lr}"
         )
     loader, g = InfiniteLoader(data, batch_size, seed=seed), torch.Generator().manual_seed(seed)
+    dev = pick_device(device)
+    model = model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     ema = EMA(model, ema_decay) if ema_decay > 0 else None
     model.train()
@@ -171,7 +179,7 @@ def fit(
         x0, labels = next(loader)  # [B, C, H, W] in [-1, 1], [B]
         sigma = sample_sigma(density, len(x0), g)  # [B]
         x = x0 + _bcast(sigma, x0) * torch.randn(x0.shape, generator=g)  # [B, C, H, W] σ-space
-        loss = loss_fn(model, x, sigma, labels)
+        loss = loss_fn(model, x.to(dev), sigma.to(dev), labels.to(dev))
         if not torch.isfinite(loss):
             raise TrainingError(f"loss became {loss.item()} at step {step + 1}; lower --lr")
         opt.zero_grad(set_to_none=True)
