@@ -102,3 +102,50 @@ def sample_from_gaussian_oracle(name: str, sigmas: Tensor, shape=(20000,), **opt
     x = sigmas[0] * torch.randn(shape, generator=g, dtype=torch.float64)
     noise = lambda like: torch.randn(like.shape, generator=g, dtype=like.dtype)  # noqa: E731
     return sample(name, data.denoise, x, sigmas, noise=noise, **opts)
+
+
+class GaussianMixture:
+    """x0 ~ Σ_k π_k N(μ_k, s²·I) in D dims: exact denoiser and exact p(k | x_σ) at every σ."""
+
+    def __init__(self, means: Tensor, s: float, weights: Tensor | None = None):
+        self.means = means.to(torch.float64)  # [K, D]
+        self.s = s
+        k = len(means)
+        self.weights = torch.full((k,), 1 / k, dtype=torch.float64) if weights is None else weights
+
+    def _v(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Per-sample variance s² + σ² of each component convolved with N(0, σ²): [B, 1]."""
+        return (self.s**2 + sigma.to(x.dtype) ** 2).reshape(-1, 1)
+
+    def log_posterior(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """log p(k | x_σ) [B, K]: softmax_k(log π_k − ‖x − μ_k‖²/(2(s² + σ²)))."""
+        d2 = (x[:, None, :] - self.means.to(x)).pow(2).sum(-1)  # [B, K]
+        return (self.weights.to(x).log() - d2 / (2 * self._v(x, sigma))).log_softmax(-1)
+
+    def component_denoise(self, x: Tensor, sigma: Tensor, k: Tensor) -> Tensor:
+        """E[x0 | x_σ, k] = μ_k + s²/(s² + σ²)·(x − μ_k); k [B]."""
+        mu = self.means.to(x)[k]  # [B, D]
+        return mu + self.s**2 / self._v(x, sigma) * (x - mu)
+
+    def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """E[x0 | x_σ] = Σ_k p(k | x_σ)·E[x0 | x_σ, k]."""
+        r = self.log_posterior(x, sigma).exp()  # [B, K]
+        mu = self.means.to(x)  # [K, D]
+        per = mu[None] + self.s**2 / self._v(x, sigma)[:, :, None] * (x[:, None] - mu[None])
+        return (r[:, :, None] * per).sum(1)  # [B, D]
+
+    def grad_log_prob(self, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
+        """∇_x log p(y | x_σ) = (μ_y − Σ_k p(k | x_σ)·μ_k)/(s² + σ²), closed form."""
+        r = self.log_posterior(x, sigma).exp()  # [B, K]
+        mu = self.means.to(x)  # [K, D]
+        return (mu[labels] - r @ mu) / self._v(x, sigma)  # [B, D]
+
+    def log_prob(self, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
+        """log p(y | x_σ) [B]: the noise-aware classifier duck type of difflab.guidance."""
+        return self.log_posterior(x, sigma).gather(1, labels.reshape(-1, 1))[:, 0]
+
+    def check_compatible(self, shape) -> None:
+        if tuple(shape)[-1:] != tuple(self.means.shape[1:]):
+            from difflab.errors import UsageError
+
+            raise UsageError(f"oracle is {self.means.shape[1]}-D, data is {list(shape)}")
