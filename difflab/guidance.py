@@ -272,6 +272,8 @@ def parse_guidance(specs: str | list[str] | None) -> list[dict[str, Any]]:
                         f"guidance option {item!r} in {spec!r} is not KEY=VALUE; write e.g. "
                         f"{name}:scale=2"
                     )
+                if key.strip() in entry:
+                    raise UsageError(f"guidance option {key.strip()!r} given twice in {spec!r}")
                 entry[key.strip()] = value.strip()
             GUIDANCES.check_options(
                 entry["name"], {k: v for k, v in entry.items() if k != "name"}, skip=1

@@ -312,6 +312,7 @@ def test_parse_guidance():
         ("cfg:scael=3", "valid options: scale, sigma_min, sigma_max"),
         ("cfg:scale", "not KEY=VALUE"),
         ("cfg:scale=3++plain", "empty guidance"),
+        ("cfg:scale=3,scale=4", "'scale' given twice"),
     ],
 )
 def test_parse_guidance_errors(spec, match):
@@ -388,3 +389,76 @@ def test_classifier_checkpoint_for_other_data_is_refused(tmp_path):
     with torch.inference_mode():
         out = guide(lambda x, s, c: 0 * x, {})(x, torch.ones(2, dtype=torch.float32))
     assert out.shape == x.shape and out.abs().sum() > 0
+
+
+class HashTextEncoder:
+    """Stand-in text encoder: a fixed random unit vector per prompt (seeded by its characters)."""
+
+    name, dim = "hash", 8
+
+    def encode(self, prompts):
+        seeds = [sum(map(ord, p)) for p in prompts]
+        v = [torch.randn(self.dim, generator=torch.Generator().manual_seed(s)) for s in seeds]
+        return {"pooled": F.normalize(torch.stack(v), dim=-1)}  # [N, D]
+
+
+@pytest.fixture(scope="module")
+def enc_path(tmp_path_factory):
+    from difflab.data import DIGIT_NAMES
+    from difflab.encoder import train_encoder
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        path = tmp_path_factory.mktemp("enc") / "enc.safetensors"
+        train_encoder({"name": "digits", "size": 8, "split": "train"}, path,
+                      text_encoder=HashTextEncoder(), prompts=[[n] for n in DIGIT_NAMES], steps=1,
+                      batch_size=8, eval_sigmas=(), net={"model_channels": 8,
+                      "channel_mult": [1, 2]})  # fmt: skip
+    finally:
+        torch.set_default_dtype(old)
+    return path
+
+
+def test_semantic_terms_with_a_real_encoder_checkpoint(enc_path, tmp_path, monkeypatch):
+    """content+structure+style+text from one spec string: loads once, runs in inference mode."""
+    import sys
+    import types
+
+    torch.set_default_dtype(torch.float32)
+    fake_text = types.ModuleType("difflab.text")
+    fake_text.load_text_encoder = lambda name: HashTextEncoder()
+    monkeypatch.setitem(sys.modules, "difflab.text", fake_text)
+    ref = write_png(tmp_path / "ref.png", np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
+    spec = (f"content:ckpt={enc_path},ref={ref},scale=1+structure:ckpt={enc_path},ref={ref}"
+            f"+style:ckpt={enc_path},ref={ref},scale=100,seed=3+text:ckpt={enc_path},scale=2")  # fmt: skip
+    guide = build_guidance(spec, shape=(1, 8, 8), prompt="a handwritten seven")
+    assert len(guide.terms) == 4
+    x, sigma = torch.randn(2, 1, 8, 8), torch.full((2,), 0.8)
+    with torch.inference_mode():
+        out = guide(lambda x, s, c: 0 * x, {})(x, sigma)
+    assert out.shape == x.shape and torch.isfinite(out).all() and out.abs().sum() > 0
+    with pytest.raises(UsageError, match="trained on digits .* makes \\[3, 8, 8\\]"):
+        build_guidance(f"content:ckpt={enc_path},ref={ref}", shape=(3, 8, 8))
+    HashTextEncoder.dim = 16
+    try:
+        with pytest.raises(UsageError, match="16-d embeddings but the image encoder makes 8-d"):
+            build_guidance(f"text:ckpt={enc_path}", shape=(1, 8, 8), prompt="a seven")
+    finally:
+        HashTextEncoder.dim = 8
+
+
+def test_generate_with_built_guidance():
+    """generate() binds the chain per batch: cfg scale 1 reproduces unguided samples."""
+    from difflab.generate import generate
+
+    pre = tiny_denoiser()[0].float()  # generate() samples in float32
+    cond = cond_batch(6)
+    run = dict(n=6, batch_size=4, steps=4, sampler="euler", cond=cond)
+    unguided = torch.cat(list(generate(pre, (2,), **run)))
+    same = torch.cat(list(generate(pre, (2,), guidance=build_guidance("cfg:scale=1", shape=(2,)),
+                                   **run)))  # fmt: skip
+    torch.testing.assert_close(same, unguided, rtol=1e-5, atol=1e-4)  # float32, batch of 2B rows
+    spec = "cfg:scale=3+dynamic_threshold:p=0.9"
+    guided = torch.cat(list(generate(pre, (2,), guidance=build_guidance(spec, shape=(2,)), **run)))
+    assert guided.shape == (6, 2) and not torch.allclose(guided, unguided)
