@@ -65,7 +65,9 @@ def cfg(
     denoiser, cond: Cond, *, scale: float = 1.0, sigma_min: float = 0.0,
     sigma_max: float = math.inf,
 ) -> DenoiseFn:  # fmt: skip
-    """Classifier-free guidance D̃ = D(x|∅) + w·(D(x|c) − D(x|∅)) (Ho & Salimans 2022, Eq. 6 on x̂0).
+    """Classifier-free guidance D̃ = D(x|∅) + w·(D(x|c) − D(x|∅)) (Ho & Salimans 2022, Eq. 6).
+
+    Written on x̂0 (equal to writing it on ε, v or u: D is affine in F); w = 1 + the paper's w.
 
     Both branches run in one batched forward; outside [sigma_min, sigma_max] the conditional D
     alone is used (Kynkäänniemi et al. 2024, guidance in a limited interval).
