@@ -22,7 +22,8 @@ import torch
 from difflab.data import model_to_images
 from difflab.evaluate import evaluate, load_ref
 from difflab.features import load_feature_net
-from difflab.generate import generate, plain
+from difflab.generate import generate
+from difflab.guidance import build_guidance
 from difflab.plots import _pyplot
 from difflab.samplers import SAMPLERS
 from difflab.train import load_denoiser
@@ -34,12 +35,12 @@ def grid_for(denoiser, name: str) -> str:
     return "uniform" if name in UNIFORM and denoiser.schedule.discrete else "karras"
 
 
-def run_once(denoiser, shape, name, steps, n, ref, net):
+def run_once(denoiser, shape, name, steps, n, ref, net, guidance):
     """(FD, measured NFE, seconds per image) for one sampler at one step count."""
     calls = [0]
 
     def counting(den, cond):
-        fn = plain(den, cond)
+        fn = guidance(den, cond)
 
         def counted(x, sigma):
             calls[0] += 1
@@ -55,14 +56,16 @@ def run_once(denoiser, shape, name, steps, n, ref, net):
     return evaluate(images, ref, net, ("fd",))["fd"], calls[0], seconds
 
 
-def steps_for(denoiser, shape, name, nfe) -> int:
+def steps_for(denoiser, shape, name, nfe, guidance) -> int:
     """Steps whose NFE is closest to `nfe`, from a short trial run's evaluations per step."""
     calls = [0]
 
     def counting(den, cond):
+        fn = guidance(den, cond)
+
         def counted(x, sigma):
             calls[0] += 1
-            return den(x, sigma, cond)
+            return fn(x, sigma)
 
         return counted
 
@@ -82,22 +85,25 @@ def main() -> None:
         "--samplers", default=",".join(n for n in SAMPLERS.names() if n != "ode_adaptive")
     )
     ap.add_argument("--out", default="bench-out/nfe")
+    ap.add_argument("--guidance", action="append", default=[],
+                    help="guidance spec, e.g. static_threshold (clip x̂0 for ε-models)")  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     denoiser, config, _ = load_denoiser(args.run)
     shape = tuple(config["model"]["shape"])
     ref, net = load_ref(args.ref), load_feature_net({"name": "domain", "path": args.features})
+    guidance = build_guidance(args.guidance, shape=shape)
     rows = []
-    base_fd, base_nfe, base_s = run_once(denoiser, shape, "ddpm", 1000, args.n, ref, net)
+    base_fd, base_nfe, base_s = run_once(denoiser, shape, "ddpm", 1000, args.n, ref, net, guidance)
     rows.append({"sampler": "ddpm", "target": 1000, "steps": 1000, "nfe": base_nfe, "fd": base_fd,
                  "s_per_image": base_s})  # fmt: skip
     print(f"reference ddpm 1000 steps: FD {base_fd:.3f}")
     for name in args.samplers.split(","):
         for target in map(int, args.nfe.split(",")):
             try:
-                steps = steps_for(denoiser, shape, name, target)
-                fd, nfe, s = run_once(denoiser, shape, name, steps, args.n, ref, net)
+                steps = steps_for(denoiser, shape, name, target, guidance)
+                fd, nfe, s = run_once(denoiser, shape, name, steps, args.n, ref, net, guidance)
             except Exception as err:  # noqa: BLE001  (a sampler may reject tiny step counts)
                 print(f"{name} @ {target}: {err}")
                 continue
