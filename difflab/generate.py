@@ -28,8 +28,12 @@ class SeededNoise:
 
 
 def plain(denoiser, cond: dict) -> Callable[[Tensor, Tensor], Tensor]:
-    """The unguided DenoiseFn: D(x; σ, cond) with cond bound."""
-    return lambda x, sigma: denoiser(x, sigma, cond)
+    """The unguided DenoiseFn: D(x; σ, cond) with cond bound, plus `with_extra(x, σ) -> (x̂0, raw
+    variance head)` when the model has a learned-variance head (used by the ddpm sampler)."""
+    fn = lambda x, sigma: denoiser(x, sigma, cond)  # noqa: E731
+    if getattr(denoiser, "learned_variance", False):
+        fn.with_extra = lambda x, sigma: denoiser.forward_with_extra(x, sigma, cond)
+    return fn
 
 
 @torch.inference_mode()

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from difflab.errors import UsageError
+from difflab.posterior import StepPair, alpha_bar, log_variance
 from difflab.samplers import SAMPLERS, denoise, report
 
 
@@ -41,11 +42,6 @@ def euler_ancestral(
     return x
 
 
-def alpha_bar(sigma: Tensor) -> Tensor:
-    """ᾱ of a VP process at σ-space level σ: ᾱ = 1/(1+σ²) (ARCHITECTURE §1)."""
-    return 1 / (1 + sigma**2)
-
-
 @SAMPLERS.register("ddim", order=1, stochastic=True)
 def ddim(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, eta: float = 0.0) -> Tensor:
     """x_{t−1} = √ᾱ_{t−1}·x̂0 + √(1−ᾱ_{t−1}−σ_t²)·ε̂ + σ_t·z (Song et al. 2021a, Eq. 12, 16)."""
@@ -65,22 +61,37 @@ def ddim(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, eta: float = 0.
 
 
 @SAMPLERS.register("ddpm", order=1, stochastic=True)
-def ddpm(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, variance: str = "small") -> Tensor:
+def ddpm(
+    fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, variance: str | None = None
+) -> Tensor:
     """Ancestral sampling from q(x_{t−1} | x_t, x̂0) (Ho et al. 2020, Eq. 6–7; Nichol & Dhariwal
-    2021 §4 for respaced steps): variance β̃ ("small") or β ("large")."""
-    if variance not in ("small", "large"):
-        raise UsageError(f"unknown ddpm variance {variance!r}; choose one of: large, small")
+    2021 §4 for respaced steps): variance β̃ ("small"), β ("large") or the learned interpolation
+    ("learned", Nichol & Dhariwal 2021, Eq. 15; the default when fn has `with_extra`)."""
+    has_head = hasattr(fn, "with_extra")
+    variance = variance or ("learned" if has_head else "small")
+    if variance not in ("small", "large", "learned"):
+        raise UsageError(
+            f"unknown ddpm variance {variance!r}; choose one of: large, learned, small"
+        )
+    if variance == "learned" and not has_head:
+        raise UsageError(
+            "ddpm variance='learned' needs a model with a learned-variance head "
+            "(model.learned_variance = true); use variance='small' or 'large'"
+        )
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
-        a_t, a_prev = alpha_bar(sigma), alpha_bar(sigma_next)
-        beta = 1 - a_t / a_prev  # β of the (respaced) step pair
-        x_t = x * a_t.sqrt()  # native VP state
-        denoised = denoise(fn, x, sigma)
-        mean = (a_prev.sqrt() * beta * denoised + (1 - beta).sqrt() * (1 - a_prev) * x_t) / (
-            1 - a_t
-        )
-        var = beta * (1 - a_prev) / (1 - a_t) if variance == "small" else beta
-        x_prev = mean + var.sqrt() * noise(x) if sigma_next > 0 else mean
-        x = x_prev / a_prev.sqrt()  # back to σ-space
+        pair = StepPair(alpha_bar(sigma), alpha_bar(sigma_next))
+        x_t = x * pair.a_t.sqrt()  # native VP state
+        if variance == "learned":
+            denoised, extra = fn.with_extra(x, sigma.to(x.dtype) * x.new_ones(x.shape[0]))
+        else:
+            denoised, extra = denoise(fn, x, sigma), None
+        mean = pair.mean(x_t, denoised)  # [B, ...]
+        if sigma_next > 0:
+            std = (0.5 * log_variance(pair, variance, extra)).exp()
+            x_prev = mean + std * noise(x)
+        else:
+            x_prev = mean
+        x = x_prev / pair.a_prev.sqrt()  # back to σ-space
         report(callback, i, x, sigmas, denoised)
     return x

@@ -145,6 +145,45 @@ DP_A = (
 DP_E = (71 / 57600, 0.0, -71 / 16695, 71 / 1920, -17253 / 339200, 22 / 525, -1 / 40)
 
 
+def dopri_interval(slope, x: Tensor, hi: float, lo: float, h, k1, *, rtol, atol, max_steps):
+    """Integrate dx/ds = slope(x, s[B]) from s = hi to s = lo (either direction) by Dormand–Prince
+    RK45 (Dormand & Prince 1980) with one step size per sample; returns (x, h, k1) so a caller
+    can carry the step size and the FSAL slope into the next interval. UsageError past max_steps."""
+    bshape = (-1, *([1] * (x.ndim - 1)))
+    d = 1.0 if lo > hi else -1.0  # direction of integration
+    s = torch.full((x.shape[0],), hi, dtype=torch.float64)  # [B] current s
+    h = (
+        torch.full_like(s, 0.01 * (lo - hi))
+        if h is None
+        else d * torch.minimum(d * h, d * (lo - s))
+    )
+    k1 = slope(x, s) if k1 is None else k1  # FSAL carries over from the previous interval
+    for _ in range(max_steps):
+        active = d * (lo - s) > 0  # [B]
+        if not active.any():
+            return x, h, k1
+        step = torch.where(active, d * torch.minimum(d * h, d * (lo - s)), torch.zeros_like(h))
+        hb = step.reshape(bshape).to(x.dtype)
+        ks = [k1]
+        for c, a in zip(DP_C[1:], DP_A[1:]):
+            ks.append(slope(x + hb * sum(w * k for w, k in zip(a, ks)), s + c * step))
+        x_new = x + hb * sum(w * k for w, k in zip(DP_A[-1], ks))
+        err = hb * sum(w * k for w, k in zip(DP_E, ks))
+        tol = atol + rtol * torch.maximum(x.abs(), x_new.abs())
+        ratio = (err / tol).pow(2).reshape(len(x), -1).mean(1).sqrt().double()  # [B] Hairer's norm
+        accept = active & (ratio <= 1)  # [B]
+        x = torch.where(accept.reshape(bshape), x_new, x)
+        k1 = torch.where(accept.reshape(bshape), ks[-1], k1)  # first same as last
+        s_next = torch.where(step == lo - s, torch.full_like(s, lo), s + step)
+        s = torch.where(accept, s_next, s)
+        factor = (0.9 * ratio.clamp(min=1e-10) ** -0.2).clamp(0.2, 5.0)
+        h = torch.where(active, step * factor, h)
+    raise UsageError(
+        f"the adaptive ODE solver did not converge within max_steps={max_steps} steps; "
+        "raise max_steps or loosen rtol/atol"
+    )
+
+
 @SAMPLERS.register("ode_adaptive", order=5, stochastic=False)
 def ode_adaptive(
     fn,
@@ -182,32 +221,8 @@ def ode_adaptive(
             nfe += 1
             report_nfe(i, x, denoised)
             continue
-        s = torch.full((x.shape[0],), hi, dtype=torch.float64)  # [B] current σ
-        h = torch.full_like(s, 0.01 * (lo - hi)) if h is None else h.clamp(min=lo - hi)  # h < 0
-        k1 = slope(x, s) if k1 is None else k1  # FSAL carries over from the previous interval
-        for _ in range(max_steps):
-            active = s > lo  # [B]
-            if not active.any():
-                break
-            step = torch.where(active, torch.maximum(h, lo - s), torch.zeros_like(h))
-            hb = step.reshape(bshape).to(x.dtype)
-            ks = [k1]
-            for c, a in zip(DP_C[1:], DP_A[1:]):
-                ks.append(slope(x + hb * sum(w * k for w, k in zip(a, ks)), s + c * step))
-            x_new = x + hb * sum(w * k for w, k in zip(DP_A[-1], ks))
-            err = hb * sum(w * k for w, k in zip(DP_E, ks))
-            tol = atol + rtol * torch.maximum(x.abs(), x_new.abs())
-            ratio = (
-                (err / tol).pow(2).reshape(len(x), -1).mean(1).sqrt().double()
-            )  # [B] Hairer's norm
-            accept = active & (ratio <= 1)  # [B]
-            x = torch.where(accept.reshape(bshape), x_new, x)
-            k1 = torch.where(accept.reshape(bshape), ks[-1], k1)  # first same as last
-            s_next = torch.where(step == lo - s, torch.full_like(s, lo), s + step)
-            s = torch.where(accept, s_next, s)
-            factor = (0.9 * ratio.clamp(min=1e-10) ** -0.2).clamp(0.2, 5.0)
-            h = torch.where(active, step * factor, h)
-        else:
-            raise UsageError(f"ode_adaptive took more than max_steps={max_steps} steps")
+        x, h, k1 = dopri_interval(
+            slope, x, hi, lo, h, k1, rtol=rtol, atol=atol, max_steps=max_steps
+        )
         report_nfe(i, x, x - sigmas[i + 1] * k1)
     return x

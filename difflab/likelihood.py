@@ -1,0 +1,130 @@
+"""bits/dim by the discrete variational bound of a VP model (Ho et al. 2020, Eq. 5; Nichol &
+Dhariwal 2021, §2–3): Gaussian KL terms, the discretised-Gaussian decoder and the prior term,
+all from the posterior formulas in difflab.posterior. The ODE estimate is in likelihood_ode."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from difflab.errors import UsageError
+from difflab.posterior import StepPair, alpha_bar, log_variance
+from difflab.schedules import Schedule, discretize
+
+LN2 = math.log(2.0)
+
+
+def normal_kl(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor) -> Tensor:
+    """KL(N(μ₁, e^{v₁}) ‖ N(μ₂, e^{v₂})) elementwise in nats (Kingma & Welling 2014, App. B)."""
+    return 0.5 * (logvar2 - logvar1 - 1 + (logvar1 - logvar2).exp()
+                  + (mean1 - mean2) ** 2 * (-logvar2).exp())  # fmt: skip
+
+
+def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, logvar: Tensor) -> Tensor:
+    """log P(x0) for x0 on the 256-level grid k/127.5 − 1 under N(mean, e^{logvar}) integrated
+    over the pixel's bin of width 2/255, edge bins open to ±∞ (Ho et al. 2020, Eq. 13)."""
+    inv_std = (-0.5 * logvar).exp()
+    upper = (x0 - mean + 1 / 255) * inv_std  # [B, ...]
+    lower = (x0 - mean - 1 / 255) * inv_std
+    log_cdf_upper = torch.special.log_ndtr(upper)
+    log_sf_lower = torch.special.log_ndtr(-lower)
+    mass = (torch.special.ndtr(upper) - torch.special.ndtr(lower)).clamp(min=1e-12)
+    return torch.where(
+        x0 < -0.999, log_cdf_upper, torch.where(x0 > 0.999, log_sf_lower, mass.log())
+    )
+
+
+def _per_dim_bits(t: Tensor) -> Tensor:
+    """Mean over all but the batch dimension, nats → bits: [B, ...] → [B]."""
+    return t.flatten(1).mean(1) / LN2
+
+
+def check_vlb_schedule(schedule: Schedule) -> None:
+    """UsageError unless the model has a discrete VP (DDPM) schedule, which the VLB needs."""
+    if not (schedule.discrete and schedule.vp):
+        raise UsageError(
+            f"the variational bound needs a discrete VP (DDPM) schedule, not {schedule.name!r}; "
+            "use --method ode for this model"
+        )
+
+
+def vlb_grid(schedule: Schedule, steps: int | None = None) -> Tensor:
+    """σ grid [K + 1] for the bound: all T steps, or K evenly respaced ones including t = 0."""
+    check_vlb_schedule(schedule)
+    T = schedule.num_timesteps
+    return discretize(schedule, {"name": "uniform", "spacing": "linspace"}, steps or T)
+
+
+def vlb_terms(
+    fn: Callable,
+    x0: Tensor,
+    sigmas: Tensor,
+    *,
+    variance: str | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callable | None = None,
+) -> dict[str, Tensor]:
+    """Per-sample bits/dim of L_T (prior), Σ L_{t−1} (KL terms) and L_0 (decoder) over the
+    decreasing σ grid `sigmas` ending in 0 (Ho et al. 2020, Eq. 5; Nichol & Dhariwal 2021, Eq. 4).
+
+    x0 [B, ...] lies on the 256-level grid in [−1, 1]; fn(x, σ) → x̂0 in σ-space, and with
+    variance "learned" fn.with_extra(x, σ) → (x̂0, raw head). Each KL term uses one fresh x_t.
+    """
+    has_head = hasattr(fn, "with_extra")
+    variance = variance or ("learned" if has_head else "small")
+    if variance == "learned" and not has_head:
+        raise UsageError("variance 'learned' needs a model with a learned-variance head")
+    sigmas = sigmas.double()
+    x0 = x0.double()
+    ones = x0.new_ones(x0.shape[0])  # [B]
+    a_first = alpha_bar(sigmas[0])
+    prior = _per_dim_bits(normal_kl(a_first.sqrt() * x0, (1 - a_first).log() * torch.ones_like(x0),
+                                    torch.zeros_like(x0), torch.zeros_like(x0)))  # fmt: skip
+    kl = torch.zeros_like(ones)
+    decoder = None
+    K = len(sigmas) - 1
+    for i in range(K):
+        pair = StepPair(alpha_bar(sigmas[i]), alpha_bar(sigmas[i + 1]))
+        eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # [B, ...]
+        x = x0 + sigmas[i] * eps  # σ-space x_t
+        x_t = pair.a_t.sqrt() * x  # native VP state
+        sigma_b = (sigmas[i] * ones).to(x0.dtype)
+        if variance == "learned":
+            denoised, extra = fn.with_extra(x, sigma_b)
+            extra = extra.double()
+        else:
+            denoised, extra = fn(x, sigma_b), None
+        denoised = denoised.double()
+        mean = pair.mean(x_t, denoised)  # [B, ...]
+        if i < K - 1:
+            logvar = log_variance(pair, variance, extra) * torch.ones_like(x0)
+            true_logvar = pair.beta_tilde.log() * torch.ones_like(x0)
+            kl = kl + _per_dim_bits(normal_kl(pair.mean(x_t, x0), true_logvar, mean, logvar))
+        else:  # decoder p(x0 | x_1); β̃ = 0 is clipped to β̃ of the previous pair
+            prev = StepPair(alpha_bar(sigmas[i - 1]), pair.a_t) if K > 1 else pair
+            clip = prev.beta_tilde if K > 1 else pair.beta
+            logvar = log_variance(pair, variance, extra, clip=clip) * torch.ones_like(x0)
+            decoder = -_per_dim_bits(discretized_gaussian_log_likelihood(x0, mean, logvar))
+        if callback is not None:
+            callback({"i": i, "steps": K})
+    return {"prior": prior, "kl": kl, "decoder": decoder, "total": prior + kl + decoder}
+
+
+def check_images(images: Tensor, shape: tuple | list) -> None:
+    """UsageError unless uint8 images [N, C, H, W] match the model's (C, H, W)."""
+    if tuple(images.shape[1:]) != tuple(shape):
+        raise UsageError(
+            f"data of shape {tuple(images.shape[1:])} does not fit the model's {tuple(shape)}; "
+            "pick data with the model's channels and size (e.g. size=... in the data spec)"
+        )
+
+
+def summarize(values: Tensor) -> dict:
+    """Mean, standard deviation and the 95% interval half-width 1.96·std/√n of per-sample values."""
+    v = values.double()
+    n = len(v)
+    std = v.std().item() if n > 1 else float("nan")
+    return {"mean": v.mean().item(), "std": std, "ci95": 1.96 * std / math.sqrt(n), "n": n}
