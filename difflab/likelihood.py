@@ -58,6 +58,20 @@ def vlb_grid(schedule: Schedule, steps: int | None = None) -> Tensor:
     return discretize(schedule, {"name": "uniform", "spacing": "linspace"}, steps or T)
 
 
+def vlb_step_bits(
+    pair: StepPair, x_t: Tensor, x0: Tensor, denoised: Tensor, logvar: Tensor, decoder: Tensor
+) -> Tensor:
+    """L_{t−1} = KL(q(x_{t−1} | x_t, x0) ‖ p_θ(x_{t−1} | x_t)) or, where `decoder` [B] is true,
+    L_0 = −log p_θ(x0 | x_1) (Ho et al. 2020, Eq. 5, 13), in bits/dim [B]; p_θ has mean
+    μ̃(x_t, x̂0) and log-variance `logvar` (native VP coordinates, x_t [B, ...])."""
+    mean = pair.mean(x_t, denoised)  # [B, ...]
+    tilde = pair.beta_tilde
+    true_logvar = torch.where(tilde > 0, tilde, torch.ones_like(tilde)).log()  # 0 only at L_0
+    kl = _per_dim_bits(normal_kl(pair.mean(x_t, x0), true_logvar, mean, logvar))
+    nll = -_per_dim_bits(discretized_gaussian_log_likelihood(x0, mean, logvar))
+    return torch.where(decoder, nll, kl)  # [B]
+
+
 def vlb_terms(
     fn: Callable,
     x0: Tensor,
@@ -72,6 +86,7 @@ def vlb_terms(
 
     x0 [B, ...] lies on the 256-level grid in [−1, 1]; fn(x, σ) → x̂0 in σ-space, and with
     variance "learned" fn.with_extra(x, σ) → (x̂0, raw head). Each KL term uses one fresh x_t.
+    The decoder's β̃ (= 0) is clipped to β̃ of the previous pair, as in improved-diffusion.
     """
     has_head = hasattr(fn, "with_extra")
     variance = variance or ("learned" if has_head else "small")
@@ -81,33 +96,32 @@ def vlb_terms(
     x0 = x0.double()
     ones = x0.new_ones(x0.shape[0])  # [B]
     a_first = alpha_bar(sigmas[0])
-    prior = _per_dim_bits(normal_kl(a_first.sqrt() * x0, (1 - a_first).log() * torch.ones_like(x0),
-                                    torch.zeros_like(x0), torch.zeros_like(x0)))  # fmt: skip
-    kl = torch.zeros_like(ones)
-    decoder = None
+    prior_logvar = (1 - a_first).log() * torch.ones_like(x0)
+    zeros = torch.zeros_like(x0)
+    prior = _per_dim_bits(normal_kl(a_first.sqrt() * x0, prior_logvar, zeros, zeros))
+    kl, decoder = torch.zeros_like(ones), None
     K = len(sigmas) - 1
     for i in range(K):
         pair = StepPair(alpha_bar(sigmas[i]), alpha_bar(sigmas[i + 1]))
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # [B, ...]
         x = x0 + sigmas[i] * eps  # σ-space x_t
-        x_t = pair.a_t.sqrt() * x  # native VP state
         sigma_b = (sigmas[i] * ones).to(x0.dtype)
         if variance == "learned":
             denoised, extra = fn.with_extra(x, sigma_b)
             extra = extra.double()
         else:
             denoised, extra = fn(x, sigma_b), None
-        denoised = denoised.double()
-        mean = pair.mean(x_t, denoised)  # [B, ...]
-        if i < K - 1:
-            logvar = log_variance(pair, variance, extra) * torch.ones_like(x0)
-            true_logvar = pair.beta_tilde.log() * torch.ones_like(x0)
-            kl = kl + _per_dim_bits(normal_kl(pair.mean(x_t, x0), true_logvar, mean, logvar))
-        else:  # decoder p(x0 | x_1); β̃ = 0 is clipped to β̃ of the previous pair
-            prev = StepPair(alpha_bar(sigmas[i - 1]), pair.a_t) if K > 1 else pair
-            clip = prev.beta_tilde if K > 1 else pair.beta
-            logvar = log_variance(pair, variance, extra, clip=clip) * torch.ones_like(x0)
-            decoder = -_per_dim_bits(discretized_gaussian_log_likelihood(x0, mean, logvar))
+        last = i == K - 1
+        clip = None
+        if last:
+            clip = StepPair(alpha_bar(sigmas[i - 1]), pair.a_t).beta_tilde if K > 1 else pair.beta
+        logvar = log_variance(pair, variance, extra, clip=clip) * torch.ones_like(x0)
+        bits = vlb_step_bits(pair, pair.a_t.sqrt() * x, x0, denoised.double(), logvar,
+                             torch.full_like(ones, last, dtype=torch.bool))  # fmt: skip
+        if last:
+            decoder = bits
+        else:
+            kl = kl + bits
         if callback is not None:
             callback({"i": i, "steps": K})
     return {"prior": prior, "kl": kl, "decoder": decoder, "total": prior + kl + decoder}

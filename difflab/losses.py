@@ -6,11 +6,14 @@ import torch
 from torch import Tensor
 
 from difflab.errors import UsageError
+from difflab.likelihood import vlb_step_bits
+from difflab.posterior import StepPair, log_variance
 from difflab.precond import Precond, _bcast
 from difflab.registry import Registry
 from difflab.schedules import Schedule
 
 SIGMA_DENSITIES = Registry("sigma density")
+LOSSES = Registry("loss")
 
 
 @SIGMA_DENSITIES.register("discrete")
@@ -48,6 +51,7 @@ def sample_sigmas(spec: str | dict, schedule: Schedule, n: int, generator: torch
     return SIGMA_DENSITIES.build(spec, schedule, n, generator)
 
 
+@LOSSES.register("denoising")
 def denoising_loss(
     denoiser: Precond, x0: Tensor, sigma: Tensor, noise: Tensor, cond: dict | None = None
 ) -> Tensor:
@@ -58,5 +62,62 @@ def denoising_loss(
     """
     x = x0 + _bcast(sigma, x0) * noise  # [B, ...] σ-space
     out, _, s = denoiser.net_output(x, sigma, cond)
+    return _native_loss(out, s, x, x0)
+
+
+def _native_loss(out: Tensor, s, x: Tensor, x0: Tensor) -> Tensor:
+    """‖F − (x0 − c_skip·x)/c_out‖² per sample [B] (Karras et al. 2022, Eq. 8)."""
     target = (x0 - _bcast(s.c_skip, x0) * x) / _bcast(s.c_out, x0)
     return (out.float() - target).pow(2).flatten(1).mean(1)  # [B]
+
+
+@LOSSES.register("hybrid")
+def hybrid_loss(
+    denoiser: Precond, x0: Tensor, sigma: Tensor, noise: Tensor, cond: dict | None = None, *,
+    vlb_weight: float = 0.001,
+) -> Tensor:  # fmt: skip
+    """L_hybrid = L_simple + λ·T·L_t (one-sample estimate of λ·L_vlb), with x̂0 stopped in the VLB
+    term so it trains only the variance head (Nichol & Dhariwal 2021, §3.1, Eq. 16); [B]."""
+    schedule = denoiser.schedule
+    _check_hybrid(denoiser)
+    x = x0 + _bcast(sigma, x0) * noise  # [B, ...] σ-space
+    out, extra, s = denoiser.net_output(x, sigma, cond)
+    simple = _native_loss(out, s, x, x0)  # [B]
+    denoised = (_bcast(s.c_skip, x) * x + _bcast(s.c_out, x) * out).detach().double()
+    t = schedule.sigma_to_t(sigma.double()).round().long()  # [B] integer steps of the grid
+    ac = schedule.alphas_cumprod.to(x.device)
+    a_t, a_prev = ac[t], torch.where(t > 0, ac[(t - 1).clamp(min=0)], torch.ones_like(ac[t]))
+    pair = StepPair(_bcast(a_t, x), _bcast(a_prev, x))
+    clip = _bcast(StepPair(ac[1:2], ac[0:1]).beta_tilde.expand_as(a_t), x)  # β̃ of t = 1
+    logvar = log_variance(pair, "learned", extra.double(), clip=clip)  # [B, ...]
+    x_t = pair.a_t.sqrt() * x.double()  # native VP state
+    vlb = vlb_step_bits(pair, x_t, x0.double(), denoised, logvar, t == 0)  # [B]
+    return simple + vlb_weight * schedule.num_timesteps * vlb.float()
+
+
+def _check_hybrid(denoiser: Precond) -> None:
+    schedule = denoiser.schedule
+    if not (denoiser.learned_variance and schedule.discrete and schedule.vp):
+        raise UsageError(
+            "loss 'hybrid' needs model.learned_variance = true and a discrete VP schedule "
+            '(linear/cosine); use loss = {name = "denoising"} otherwise'
+        )
+
+
+def check_loss(spec: str | dict, denoiser: Precond) -> None:
+    """UsageError for an unknown loss, a bad option or a model the loss cannot train."""
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    if "name" not in spec:
+        raise UsageError(f"loss spec {spec!r} has no 'name'; add name = \"...\"")
+    name = spec.pop("name")
+    LOSSES.check_options(name, spec, skip=5)
+    if name == "hybrid":
+        _check_hybrid(denoiser)
+
+
+def compute_loss(spec: str | dict, denoiser: Precond, x0, sigma, noise, cond=None) -> Tensor:
+    """Per-sample loss [B] of the loss named in `spec` (train.loss)."""
+    return LOSSES.build(spec, denoiser, x0, sigma, noise, cond=cond)
+
+
+from difflab import importance  # noqa: E402,F401  (registers the "importance" density)

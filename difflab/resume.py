@@ -30,8 +30,9 @@ def set_rng_state(generator: torch.Generator, tensors: dict, meta: dict) -> None
     random.setstate((version, tuple(internal), gauss))
 
 
-def save(run, step, cfg_dict, denoiser, ema, opt, generator, loader, info) -> Path:
-    """Write the resume state, then the model file (EMA weights + config), both atomically."""
+def save(run, step, cfg_dict, denoiser, ema, opt, generator, loader, info, importance=None) -> Path:
+    """Write the resume state, then the model file (EMA weights + config), both atomically;
+    `importance` is the loss-aware timestep sampler whose loss history is part of the state."""
     path = ckpt.model_path(run, step)
     rng_tensors, rng_meta = rng_state(generator)
     tensors = {f"model.{k}": v for k, v in denoiser.state_dict().items()}
@@ -39,6 +40,8 @@ def save(run, step, cfg_dict, denoiser, ema, opt, generator, loader, info) -> Pa
     for idx, slots in opt_state["state"].items():
         tensors.update({f"optim.{idx}.{k}": torch.as_tensor(v) for k, v in slots.items()})
     tensors.update(rng_tensors)
+    if importance is not None:
+        tensors.update({f"importance.{k}": v for k, v in importance.state_dict().items()})
     meta = {
         "kind": "state", "step": step, "rng": rng_meta, "loader": loader.state_dict(),
         "param_groups": opt_state["param_groups"], "config": cfg_dict,
@@ -57,7 +60,7 @@ def read(path: Path) -> tuple[dict, dict, dict]:
     return tensors, meta, weights
 
 
-def restore(state, denoiser, ema, opt, generator, loader) -> int:
+def restore(state, denoiser, ema, opt, generator, loader, importance=None) -> int:
     """Load what `read` returned into the live objects; returns the step to continue from."""
     tensors, meta, weights = state
     denoiser.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -70,6 +73,11 @@ def restore(state, denoiser, ema, opt, generator, loader) -> int:
     opt.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
     set_rng_state(generator, tensors, meta["rng"])
     loader.load_state_dict(meta["loader"])
+    if importance is not None:
+        if "importance.history" not in tensors:
+            raise UsageError("--resume: the resume state has no importance-sampler history")
+        importance.load_state_dict({k[11:]: v for k, v in tensors.items()
+                                    if k.startswith("importance.")})  # fmt: skip
     return int(meta["step"])
 
 

@@ -21,7 +21,8 @@ from difflab.config import Config, from_dict, to_toml
 from difflab.data import Dataset, InfiniteLoader, load_dataset
 from difflab.ema import EMA
 from difflab.errors import UsageError
-from difflab.losses import denoising_loss, sample_sigmas
+from difflab.importance import build_sampler
+from difflab.losses import check_loss, compute_loss, sample_sigmas
 from difflab.nets import NETS
 from difflab.precond import Precond
 from difflab.samplers import SAMPLERS
@@ -88,12 +89,13 @@ def _check_resume_config(saved: dict, cfg: dict, path: Path) -> None:
 class LossModule(nn.Module):
     """Per-sample denoising loss as a module, so DistributedDataParallel can wrap the whole step."""
 
-    def __init__(self, denoiser: Precond):
+    def __init__(self, denoiser: Precond, loss: dict | str = "denoising"):
         super().__init__()
         self.denoiser = denoiser
+        self.loss = loss  # train.loss spec
 
     def forward(self, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
-        return denoising_loss(self.denoiser, x0, sigma, noise)  # [B]
+        return compute_loss(self.loss, self.denoiser, x0, sigma, noise)  # [B]
 
 
 def train(
@@ -127,13 +129,18 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
     global_batch = cfg.train.batch_size * world.size  # per micro-batch, all ranks together
     loader = InfiniteLoader(dataset, global_batch, seed=cfg.train.seed, hflip=cfg.data.hflip)
     step, path = 0, None
+    importance = build_sampler(cfg.train.sigma_density, denoiser.schedule)
+    if importance is not None and world.size > 1:
+        raise UsageError(
+            'sigma_density "importance" runs in one process; use "discrete" with torchrun'
+        )
     if resume:
         path, state, notes = resume_state.newest_valid(out)
         for note in notes:
             callback({"note": note})
         if state is not None:
             _check_resume_config(state[1]["config"], cfg_dict, path)
-            step = resume_state.restore(state, denoiser, ema, opt, generator, loader)
+            step = resume_state.restore(state, denoiser, ema, opt, generator, loader, importance)
             callback({"note": f"resumed from {path} (step {step})"})
         else:
             callback({"note": f"no valid checkpoint in {out}; starting from step 0"})
@@ -143,7 +150,7 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(to_toml(cfg_dict))
         _truncate_log(out / "log.jsonl", step)
-    loss_module = LossModule(denoiser)
+    loss_module = LossModule(denoiser, cfg.train.loss)
     step_module = DDP(loss_module) if world.size > 1 else loss_module
 
     log = open(out / "log.jsonl", "a") if world.main else None
@@ -151,7 +158,9 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
     best = math.inf
     try:
         while step < cfg.train.steps:
-            loss, grad_norm, ok = train_step(cfg, world, step_module, opt, loader, generator, step)
+            loss, grad_norm, ok = train_step(
+                cfg, world, step_module, opt, loader, generator, step, importance
+            )
             if ok:
                 ema.update(denoiser, step)
             step += 1
@@ -178,7 +187,7 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
                 path = ckpt.model_path(out, step)
                 if world.main:
                     resume_state.save(out, step, cfg_dict, denoiser, ema, opt, generator, loader,
-                                      {"loss": record["loss"]})  # fmt: skip
+                                      {"loss": record["loss"]}, importance)  # fmt: skip
                     if record["loss"] < best:
                         best = record["loss"]
                         ckpt.mark_best(path)
@@ -204,6 +213,7 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
 def check_specs(cfg: Config, denoiser: Precond) -> None:
     """Resolve every remaining registry choice now, so a bad name fails before any file is written."""
     sample_sigmas(cfg.train.sigma_density, denoiser.schedule, 1, torch.Generator())
+    check_loss(cfg.train.loss, denoiser)
     spec = dict(cfg.sample.sampler)
     SAMPLERS.check_options(spec.pop("name"), spec, skip=3)
     discretize(denoiser.schedule, cfg.sample.discretization, cfg.sample.steps)
@@ -243,11 +253,13 @@ def _truncate_log(path: Path, step: int) -> None:
         ckpt.atomic_write(path, lambda tmp: Path(tmp).write_text("".join(k + "\n" for k in keep)))
 
 
-def train_step(cfg: Config, world, step_module, opt, loader, generator, step: int):
+def train_step(cfg: Config, world, step_module, opt, loader, generator, step: int, importance=None):
     """One optimizer step over `accumulate` micro-batches (Ho et al. 2020, Algorithm 1).
 
     Every rank draws the same global batch, σ and noise, then keeps its own shard, so N ranks
-    with batch B equal one process with batch N·B. Returns (loss, grad norm, applied).
+    with batch B equal one process with batch N·B. With an `importance` sampler, t ~ p_t, the
+    loss is weighted by 1/(T·p_t) and the per-sample losses are fed back (Nichol & Dhariwal 2021,
+    §3.3). Returns (loss, grad norm, applied).
     """
     warm = cfg.train.warmup
     for group in opt.param_groups:
@@ -257,14 +269,22 @@ def train_step(cfg: Config, world, step_module, opt, loader, generator, step: in
     schedule = step_module_denoiser(step_module).schedule
     for micro in range(cfg.train.accumulate):
         x0, _labels = next(loader)  # [N·B, ...] model space
-        sigma = sample_sigmas(cfg.train.sigma_density, schedule, len(x0), generator)  # [N·B]
+        if importance is not None:
+            t, weight = importance.sample(len(x0), generator)  # [N·B]
+            sigma = schedule.sigmas[t].float()
+        else:
+            sigma = sample_sigmas(cfg.train.sigma_density, schedule, len(x0), generator)  # [N·B]
         noise = torch.randn(x0.shape, generator=generator)
         x0, sigma, noise = (world.shard(t).to(world.device) for t in (x0, sigma, noise))
         last = micro == cfg.train.accumulate - 1
         sync = contextlib.nullcontext() if world.size == 1 or last else step_module.no_sync()
         with sync:
             with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16):
-                loss = step_module(x0, sigma, noise).mean() / cfg.train.accumulate
+                per_sample = step_module(x0, sigma, noise)  # [B]
+                if importance is not None:
+                    importance.update(t, per_sample)
+                    per_sample = per_sample * weight.to(per_sample)
+                loss = per_sample.mean() / cfg.train.accumulate
             loss.backward()
         total += loss.detach()
     if world.size > 1:
