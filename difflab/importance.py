@@ -41,7 +41,9 @@ class LossSecondMomentSampler:
     def update(self, t: Tensor, losses: Tensor) -> None:
         """Push per-sample losses [n] at steps t [n] into each step's history (oldest dropped)."""
         for ti, li in zip(t.tolist(), losses.detach().double().cpu().tolist()):
-            self.history[ti] = torch.cat([self.history[ti, 1:], torch.tensor([li])])
+            self.history[ti] = torch.cat(
+                [self.history[ti, 1:], torch.tensor([li], dtype=torch.float64)]
+            )
             self.counts[ti] = min(self.counts[ti] + 1, self.history.shape[1])
 
     def state_dict(self) -> dict[str, Tensor]:
