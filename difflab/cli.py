@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from difflab.cli_aux import add_commands as add_aux_commands
 from difflab.cli_eval import add_commands as add_eval_commands
+from difflab.cli_nll import add_commands as add_nll_commands
 from difflab.config import builtin_configs, load_config, parse_value, to_toml
 from difflab.errors import UsageError
 
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sample)
 
     add_eval_commands(sub, common)
+    add_nll_commands(sub, common)
     add_aux_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
