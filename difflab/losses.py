@@ -104,8 +104,8 @@ def _check_hybrid(denoiser: Precond) -> None:
         )
 
 
-def check_loss(spec: str | dict, denoiser: Precond) -> None:
-    """UsageError for an unknown loss, a bad option or a model the loss cannot train."""
+def check_loss(spec: str | dict, denoiser: Precond, density: str | dict = "discrete") -> None:
+    """UsageError for an unknown loss, a bad option, or a model/σ density it cannot train."""
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     if "name" not in spec:
         raise UsageError(f"loss spec {spec!r} has no 'name'; add name = \"...\"")
@@ -113,6 +113,12 @@ def check_loss(spec: str | dict, denoiser: Precond) -> None:
     LOSSES.check_options(name, spec, skip=5)
     if name == "hybrid":
         _check_hybrid(denoiser)
+        density = density if isinstance(density, str) else density.get("name")
+        if density not in ("discrete", "importance"):
+            raise UsageError(
+                f"loss 'hybrid' needs σ on the schedule's steps, not sigma density {density!r}; "
+                'use sigma_density = {name = "discrete"} or {name = "importance"}'
+            )
 
 
 def compute_loss(spec: str | dict, denoiser: Precond, x0, sigma, noise, cond=None) -> Tensor:

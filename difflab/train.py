@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from difflab import checkpoint as ckpt
 from difflab import dist
 from difflab import resume as resume_state
+from difflab.conditioning import build_conditioner, drop, net_cond, resolve_cond
 from difflab.config import Config, from_dict, to_toml
 from difflab.data import Dataset, InfiniteLoader, load_dataset
 from difflab.ema import EMA
@@ -43,11 +44,16 @@ def build_denoiser(model: dict | object) -> Precond:
     sizes = {"in_channels": channels, "out_channels": out}
     if len(model.shape) == 3:
         sizes["resolution"] = model.shape[-1]
+    conditioner = build_conditioner(model.cond)
+    if conditioner is not None:
+        sizes.update(conditioner.net_options())  # slot sizes: one-hot classes, text width
     net = NETS.build(model.net, **sizes)
-    return Precond(
+    denoiser = Precond(
         net, build_schedule(model.schedule), model.parameterization, model.sigma_data,
         model.learned_variance,
     )  # fmt: skip
+    denoiser.conditioner = conditioner  # turns labels / prompts into cond (None: unconditional)
+    return denoiser
 
 
 def load_denoiser(path: str | Path) -> tuple[Precond, dict, dict]:
@@ -94,8 +100,8 @@ class LossModule(nn.Module):
         self.denoiser = denoiser
         self.loss = loss  # train.loss spec
 
-    def forward(self, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
-        return compute_loss(self.loss, self.denoiser, x0, sigma, noise)  # [B]
+    def forward(self, x0: Tensor, sigma: Tensor, noise: Tensor, cond: dict) -> Tensor:
+        return compute_loss(self.loss, self.denoiser, x0, sigma, noise, cond)  # [B]
 
 
 def train(
@@ -118,6 +124,7 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
     torch.manual_seed(cfg.train.seed)
     dataset: Dataset = load_dataset(cfg.data.dataset)
     cfg.model.shape = list(dataset.shape)
+    cfg.model.cond = resolve_cond(cfg.model.cond, dataset, cfg.data.dataset["name"])
     cfg_dict = cfg.to_dict()
     denoiser = build_denoiser(cfg.model).to(world.device).train()
     ema = EMA(denoiser, cfg.train.ema_decay)
@@ -213,7 +220,7 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, callback: Ca
 def check_specs(cfg: Config, denoiser: Precond) -> None:
     """Resolve every remaining registry choice now, so a bad name fails before any file is written."""
     sample_sigmas(cfg.train.sigma_density, denoiser.schedule, 1, torch.Generator())
-    check_loss(cfg.train.loss, denoiser)
+    check_loss(cfg.train.loss, denoiser, cfg.train.sigma_density)
     spec = dict(cfg.sample.sampler)
     SAMPLERS.check_options(spec.pop("name"), spec, skip=3)
     discretize(denoiser.schedule, cfg.sample.discretization, cfg.sample.steps)
@@ -267,20 +274,25 @@ def train_step(cfg: Config, world, step_module, opt, loader, generator, step: in
     opt.zero_grad(set_to_none=True)
     total = torch.zeros((), device=world.device)
     schedule = step_module_denoiser(step_module).schedule
+    conditioner = step_module_denoiser(step_module).conditioner
     for micro in range(cfg.train.accumulate):
-        x0, _labels = next(loader)  # [N·B, ...] model space
+        x0, labels = next(loader)  # [N·B, ...] model space, [N·B] or None
         if importance is not None:
             t, weight = importance.sample(len(x0), generator)  # [N·B]
             sigma = schedule.sigmas[t].float()
         else:
             sigma = sample_sigmas(cfg.train.sigma_density, schedule, len(x0), generator)  # [N·B]
         noise = torch.randn(x0.shape, generator=generator)
+        cond = {}
+        if conditioner is not None:  # CFG training: drop to ∅ with p_uncond (Ho & Salimans 2022)
+            cond = drop(conditioner.from_labels(labels, generator), conditioner.p_uncond, generator)
+            cond = {k: world.shard(v).to(world.device) for k, v in net_cond(cond).items()}
         x0, sigma, noise = (world.shard(t).to(world.device) for t in (x0, sigma, noise))
         last = micro == cfg.train.accumulate - 1
         sync = contextlib.nullcontext() if world.size == 1 or last else step_module.no_sync()
         with sync:
             with torch.autocast(world.device.type, dtype=torch.bfloat16, enabled=cfg.train.bf16):
-                per_sample = step_module(x0, sigma, noise)  # [B]
+                per_sample = step_module(x0, sigma, noise, cond)  # [B]
                 if importance is not None:
                     importance.update(t, per_sample)
                     per_sample = per_sample * weight.to(per_sample)

@@ -99,6 +99,8 @@ def test_hybrid_loss_needs_a_learned_variance_model():
         check_loss({"name": "hybrid"}, denoiser)
     with pytest.raises(UsageError, match="no option"):
         check_loss({"name": "denoising", "vlb_weight": 1.0}, denoiser)
+    with pytest.raises(UsageError, match="sigma_density"):
+        check_loss({"name": "hybrid"}, _lv_denoiser(), {"name": "lognormal"})
 
 
 def _filled(T=5, H=10, seed=0):
