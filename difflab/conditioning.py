@@ -13,6 +13,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from difflab.errors import UsageError
+from difflab.registry import Registry
+
 Cond = dict[str, Tensor]
 NET_SLOTS = ("vector", "tokens", "tokens_mask", "channels")
 
@@ -29,3 +32,171 @@ def null_cond(cond: Cond) -> Cond:
         if k in cond:
             out[k] = torch.zeros_like(cond[k])  # tokens_mask: all False
     return out
+
+
+def drop(cond: Cond, p: float, generator: torch.Generator) -> Cond:
+    """Replace each sample's condition by the null one with probability p (Ho & Salimans 2022,
+    Algorithm 1); the mask is drawn from `generator` even when p is 0 or 1 (resumable RNG)."""
+    if not cond:
+        return cond
+    batch = len(next(iter(cond.values())))
+    keep = torch.rand(batch, generator=generator) >= p  # [B] True = keep the condition
+    null = null_cond(cond)
+    out = dict(cond)
+    for k in NET_SLOTS:
+        if k in cond:
+            mask = keep.reshape(-1, *([1] * (cond[k].ndim - 1)))
+            out[k] = torch.where(mask, cond[k], null[k])
+    return out
+
+
+CONDITIONERS = Registry("conditioner")
+
+
+class Conditioner:
+    """Turns class labels (training) or user requests (sampling) into a Cond for the net's slots."""
+
+    kind = "none"
+
+    def __init__(self, p_uncond: float = 0.1):
+        if not 0.0 <= float(p_uncond) <= 1.0:
+            raise UsageError(f"conditioner p_uncond must be in [0, 1], got {p_uncond!r}")
+        self.p_uncond = float(p_uncond)
+
+    def net_options(self) -> dict[str, int]:
+        """Slot sizes for the net factory (cond_vector_dim, cond_token_dim, ...)."""
+        raise NotImplementedError
+
+    def from_labels(self, labels: Tensor, generator: torch.Generator) -> Cond:
+        """The training condition of items with class `labels` [B]."""
+        raise NotImplementedError
+
+
+@CONDITIONERS.register("class")
+class ClassConditioner(Conditioner):
+    """A class label as a one-hot vector, projected and added to the noise embedding (ADM §3)."""
+
+    kind = "class"
+
+    def __init__(self, *, num_classes: int, p_uncond: float = 0.1):
+        super().__init__(p_uncond)
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise UsageError(
+                f"class conditioner num_classes must be an integer >= 2, got {num_classes!r}"
+            )
+        self.num_classes = num_classes
+
+    def net_options(self) -> dict[str, int]:
+        return {"cond_vector_dim": self.num_classes}
+
+    def from_classes(self, labels: Tensor) -> Cond:
+        """{"vector": one-hot [B, K], "labels": [B]}; a class outside 0..K−1 is a UsageError."""
+        labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            bad = labels[(labels < 0) | (labels >= self.num_classes)][0].item()
+            raise UsageError(
+                f"class {bad} is outside this model's classes 0..{self.num_classes - 1}; "
+                "pass a class in that range"
+            )
+        vector = torch.nn.functional.one_hot(labels, self.num_classes).float()  # [B, K]
+        return {"vector": vector, "labels": labels}
+
+    def from_labels(self, labels: Tensor, generator: torch.Generator) -> Cond:
+        return self.from_classes(labels)
+
+
+@CONDITIONERS.register("text")
+class TextConditioner(Conditioner):
+    """A caption through a frozen text encoder: token states for cross-attention plus the pooled
+    vector added to the noise embedding (GLIDE, Nichol et al. 2022 §2.3; Imagen §2.1)."""
+
+    kind = "text"
+
+    def __init__(self, *, encoder: str = "minilm", p_uncond: float = 0.1, dim: int = 0,
+                 dataset: str = "default", class_names: list | None = None):  # fmt: skip
+        super().__init__(p_uncond)
+        self.encoder_name, self.dim = encoder, int(dim)
+        self.dataset, self.class_names = dataset, list(class_names or [])
+        self._caption_cache: Cond | None = None
+
+    @property
+    def encoder(self):
+        from difflab.text import load_text_encoder
+
+        return load_text_encoder(self.encoder_name)
+
+    def net_options(self) -> dict[str, int]:
+        dim = self.dim or self.encoder.dim
+        return {"cond_vector_dim": dim, "cond_token_dim": dim}
+
+    def from_prompts(self, prompts: list[str]) -> Cond:
+        """{"tokens" [B, L, D], "tokens_mask" [B, L], "vector" [B, D]} for user prompts."""
+        enc = self.encoder.encode(list(prompts))
+        return {"tokens": enc["tokens"], "tokens_mask": enc["tokens_mask"], "vector": enc["pooled"]}
+
+    def captions(self) -> list[list[str]]:
+        """Caption variants per class of the training data (difflab.captions)."""
+        from difflab.captions import captions
+
+        if not self.class_names:
+            raise UsageError(
+                "text conditioning needs the training data's class names to caption it; "
+                "use a labelled dataset (digits, fashion_mnist, a folder with class subfolders)"
+            )
+        return captions(self.dataset, self.class_names)
+
+    def class_prompts(self, labels: Tensor, class_names: list[str] | None = None) -> list[str]:
+        """The first caption template for each class in `labels` (for judged sampling)."""
+        from difflab.captions import captions
+
+        table = captions(self.dataset, class_names) if class_names else self.captions()
+        return [table[int(k)][0] for k in labels]
+
+    def from_labels(self, labels: Tensor, generator: torch.Generator) -> Cond:
+        """A random caption template per item, encoded once per (class, template) and cached."""
+        if self._caption_cache is None:
+            table = self.captions()
+            flat = [c for per_class in table for c in per_class]
+            enc = self.from_prompts(flat)
+            K, T = len(table), len(table[0])
+            self._caption_cache = {k: v.reshape(K, T, *v.shape[1:]) for k, v in enc.items()}
+        cache = self._caption_cache
+        T = cache["vector"].shape[1]
+        pick = torch.randint(0, T, (len(labels),), generator=generator)  # [B] template index
+        return {k: v[labels, pick] for k, v in cache.items()} | {"labels": labels}
+
+
+def build_conditioner(spec: dict | None) -> Conditioner | None:
+    """The conditioner of a model config's `cond` table ({} or None = unconditional)."""
+    if not spec:
+        return None
+    return CONDITIONERS.build(spec)
+
+
+def resolve_cond(spec: dict | None, dataset, dataset_name: str) -> dict:
+    """Fill a `cond` table from the training data (class count, caption classes, encoder width),
+    so the saved config builds the same net without the data; checks the data has labels."""
+    if not spec:
+        return {}
+    spec = dict(spec)
+    conditioner = CONDITIONERS.get(spec.get("name", ""))
+    if dataset.labels is None:
+        raise UsageError(
+            f"cond {spec['name']!r} needs class labels but dataset {dataset_name!r} has none; use a "
+            "labelled dataset (digits, fashion_mnist, a folder with class subfolders) or drop cond"
+        )
+    if conditioner is ClassConditioner:
+        spec.setdefault("num_classes", dataset.num_classes)
+        if spec["num_classes"] < dataset.num_classes:
+            raise UsageError(
+                f"cond num_classes={spec['num_classes']} but the data has {dataset.num_classes} "
+                "classes; raise num_classes or leave it out"
+            )
+    elif conditioner is TextConditioner:
+        spec.setdefault("dataset", dataset_name)
+        spec.setdefault("class_names", list(dataset.class_names or range(dataset.num_classes)))
+        spec["class_names"] = [str(c) for c in spec["class_names"]]
+        if not spec.get("dim"):
+            spec["dim"] = CONDITIONERS.build(spec).encoder.dim
+    CONDITIONERS.build(spec)  # options checked now, before any file is written
+    return spec

@@ -32,6 +32,7 @@ class ModelConfig:
     parameterization: str = "edm"
     sigma_data: float = 0.5
     learned_variance: bool = False
+    cond: dict = field(default_factory=dict)  # {} | {name="class", p_uncond=0.1} | {name="text", ...}
     shape: list = field(default_factory=list)  # per-item data shape, filled in from the data
 
 
@@ -110,6 +111,11 @@ class Config:
         if self.train.on_nonfinite not in ("stop", "skip"):
             raise UsageError(
                 f"config train.on_nonfinite must be 'stop' or 'skip', got {self.train.on_nonfinite!r}"
+            )
+        if self.model.cond and not isinstance(self.model.cond.get("name"), str):
+            raise UsageError(
+                "config model.cond must be {} (unconditional) or a table with a name, e.g. "
+                '{name = "class", p_uncond = 0.1}'
             )
         for section in ("dataset", "net", "schedule", "sigma_density", "sampler", "discretization"):
             spec = _spec_field(self, section)

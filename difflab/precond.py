@@ -77,6 +77,8 @@ class Precond(nn.Module):
     interpolation weight v of Nichol & Dhariwal (2021, Eq. 15), returned by `forward_with_extra`.
     """
 
+    conditioner = None  # set by train.build_denoiser for conditional models (conditioning.py)
+
     def __init__(
         self,
         net: nn.Module,
