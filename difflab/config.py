@@ -32,7 +32,9 @@ class ModelConfig:
     parameterization: str = "edm"
     sigma_data: float = 0.5
     learned_variance: bool = False
-    cond: dict = field(default_factory=dict)  # {} | {name="class", p_uncond=0.1} | {name="text", ...}
+    cond: dict = field(
+        default_factory=dict
+    )  # {} | {name="class", p_uncond=0.1} | {name="text", ...}
     shape: list = field(default_factory=list)  # per-item data shape, filled in from the data
 
 
