@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -60,8 +61,10 @@ def run_training(cfg, out: Path, resume: bool, quiet: bool) -> Path:
 
 
 def cmd_sample(args) -> int:
+    from difflab.conditioning import parse_classes, sampling_cond
     from difflab.data import model_to_images
     from difflab.generate import generate, save_grid, save_images
+    from difflab.guidance import build_guidance
     from difflab.plots import plot_points
     from difflab.train import load_denoiser
 
@@ -79,13 +82,18 @@ def cmd_sample(args) -> int:
     steps = args.steps or defaults["steps"]
     disc = {"name": args.discretization} if args.discretization else defaults["discretization"]
     shape = tuple(config["model"]["shape"])
+    classes = parse_classes(args.classes)
+    cond, asked = sampling_cond(denoiser.conditioner, args.n, classes=classes, prompts=args.prompt)
+    prompt = args.prompt[0] if args.prompt else None
+    guidance = build_guidance(args.guidance or [], shape=shape, prompt=prompt)
     n_batches = -(-args.n // args.batch_size)
     bar = _progress(n_batches * steps, "sample", args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     chunks, start = [], time.perf_counter()
     for batch in generate(
         denoiser, shape, n=args.n, seed=args.seed, batch_size=args.batch_size, sampler=sampler,
-        steps=steps, discretization=disc, callback=lambda info: bar.update(1),
+        steps=steps, discretization=disc, cond=cond, guidance=guidance,
+        callback=lambda info: bar.update(1),
     ):  # fmt: skip
         chunks.append(batch)
     bar.close()
@@ -100,12 +108,17 @@ def cmd_sample(args) -> int:
         np.savetxt(out / "samples.csv", samples.numpy(), delimiter=",", fmt="%.6f")
         plot_points(samples.numpy(), out / "samples.png")
         written = f"{out / 'samples.png'} and {out / 'samples.csv'}"
+    if asked:  # what each sample was conditioned on, in sample order
+        (out / "labels.json").write_text(json.dumps(asked, indent=1) + "\n")
+        written += f", {out / 'labels.json'}"
     print(f"{args.n} samples ({sampler['name']}, {steps} steps) in {seconds:.1f}s: {written}")
     return 0
 
 
 def cmd_list(args) -> int:
+    from difflab.conditioning import CONDITIONERS
     from difflab.data import DATASETS
+    from difflab.guidance import GUIDANCES
     from difflab.losses import SIGMA_DENSITIES
     from difflab.nets import NETS
     from difflab.precond import PARAMETERIZATIONS
@@ -115,6 +128,7 @@ def cmd_list(args) -> int:
     registries = {
         "samplers": SAMPLERS, "schedules": SCHEDULES, "params": PARAMETERIZATIONS, "nets": NETS,
         "datasets": DATASETS, "discretizations": DISCRETIZATIONS, "densities": SIGMA_DENSITIES,
+        "conditioners": CONDITIONERS, "guidances": GUIDANCES,
     }  # fmt: skip
     what = [args.what] if args.what else [*registries, "configs"]
     for kind in what:
@@ -178,6 +192,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sampler option, e.g. --option s_churn=10")  # fmt: skip
     s.add_argument("--batch-size", type=int, default=64)
+    s.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        default=[],
+        metavar="K",
+        help="class index (repeat or comma list; cycled over samples; default: all)",
+    )
+    s.add_argument(
+        "--prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="text prompt for a text-conditional model (repeatable; cycled)",
+    )
+    s.add_argument("--guidance", action="append", default=[], metavar="SPEC",
+                   help="e.g. cfg:scale=3, classifier:ckpt=c.safetensors,scale=2, "
+                   "style:ref=img.png,scale=50; join with '+' (difflab list guidances)")  # fmt: skip
     s.set_defaults(func=cmd_sample)
 
     add_eval_commands(sub, common)
@@ -186,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=["samplers", "schedules", "params", "nets",
-                    "datasets", "discretizations", "densities", "configs"])  # fmt: skip
+                    "datasets", "discretizations", "densities", "conditioners",
+                    "guidances", "configs"])  # fmt: skip
     ls.set_defaults(func=cmd_list)
     return p
 

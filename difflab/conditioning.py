@@ -200,3 +200,54 @@ def resolve_cond(spec: dict | None, dataset, dataset_name: str) -> dict:
             spec["dim"] = CONDITIONERS.build(spec).encoder.dim
     CONDITIONERS.build(spec)  # options checked now, before any file is written
     return spec
+
+
+def parse_classes(items: list[str] | None) -> list[int]:
+    """CLI --class values (repeatable, or comma lists) → class indices; a non-integer is an error."""
+    out = []
+    for part in (p.strip() for item in items or [] for p in str(item).split(",")):
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise UsageError(
+                f"--class {part!r} is not a class index; pass integers, e.g. --class 3"
+            ) from None
+    return out
+
+
+def sampling_cond(
+    conditioner: Conditioner | None, n: int, *, classes: list[int] = (), prompts: list[str] = ()
+) -> tuple[Cond, dict[str, list]]:
+    """The condition of n samples and what was asked for, per sample ({"classes": [...]} and/or
+    {"prompts": [...]}): classes / prompts are cycled over the samples; with neither, a
+    conditional model gets sample i → class i mod K so that a grid shows every class."""
+    kind = conditioner.kind if conditioner is not None else "none"
+    if classes and kind == "none":
+        raise UsageError(
+            "--class given but this model is unconditional; drop --class or train with "
+            'model.cond = {name = "class"}'
+        )
+    if prompts and kind != "text":
+        raise UsageError(
+            f"--prompt given but this model has no text conditioning (cond: {kind}); drop "
+            '--prompt or train with model.cond = {name = "text"}'
+        )
+    if kind == "none":
+        return {}, {}
+    if prompts:
+        asked = [prompts[i % len(prompts)] for i in range(n)]
+        return conditioner.from_prompts(asked), {"prompts": asked}
+    num_classes = conditioner.num_classes if kind == "class" else len(conditioner.class_names)
+    pool = list(classes) or list(range(num_classes))
+    labels = torch.tensor([pool[i % len(pool)] for i in range(n)], dtype=torch.int64)  # [n]
+    bad = [k for k in pool if not 0 <= k < num_classes]
+    if bad:
+        raise UsageError(
+            f"class {bad[0]} is outside this model's classes 0..{num_classes - 1}; "
+            "pass a class in that range"
+        )
+    if kind == "class":
+        return conditioner.from_classes(labels), {"classes": labels.tolist()}
+    asked = conditioner.class_prompts(labels)  # text model: the class's first caption
+    cond = conditioner.from_prompts(asked) | {"labels": labels}
+    return cond, {"classes": labels.tolist(), "prompts": asked}
