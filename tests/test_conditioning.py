@@ -1,0 +1,165 @@
+"""Conditioners: captions, the null condition, CFG dropout statistics, training with a class
+condition (bit-exact resume with dropout on), and `difflab sample --class/--prompt`."""
+
+import json
+import math
+
+import pytest
+import torch
+from test_train import _tiny_cfg
+
+from difflab import checkpoint as ckpt
+from difflab.captions import captions
+from difflab.cli import main
+from difflab.conditioning import (
+    build_conditioner,
+    drop,
+    net_cond,
+    null_cond,
+    parse_classes,
+    sampling_cond,
+)
+from difflab.config import load_config
+from difflab.errors import UsageError
+from difflab.train import load_denoiser, train
+
+CLASS_COND = "model.cond={name='class', p_uncond=0.5}"
+
+
+def test_captions_per_dataset():
+    assert captions("fashion_mnist", ["Ankle boot", "Bag"])[0][0] == "a photo of an ankle boot"
+    assert captions("fashion_mnist", ["Trouser"])[0][0] == "a photo of a pair of trousers"
+    digits = captions("digits", [str(k) for k in range(10)])
+    assert digits[7][0] == "a handwritten seven" and len(digits) == 10
+    folder = captions("folder", ["orange_cat", "dog"])  # a folder dataset: subfolder names
+    assert folder == [["a photo of an orange cat", "a picture of an orange cat", "an orange cat"],
+                      ["a photo of a dog", "a picture of a dog", "a dog"]]  # fmt: skip
+
+
+def _class_cond(n=10_000, k=10):
+    return build_conditioner({"name": "class", "num_classes": k}).from_classes(torch.arange(n) % k)
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_dropout_rate_and_dropped_rows_are_the_null(p):
+    """Ho & Salimans (2022) Alg. 1: each row is replaced by ∅ independently with probability p."""
+    n = 10_000
+    cond = _class_cond(n) | {"tokens": torch.randn(n, 3, 4), "tokens_mask": torch.ones(n, 3) > 0}
+    out = drop(cond, p, torch.Generator().manual_seed(1))
+    dropped = (out["vector"] == 0).all(1)  # [n]; a one-hot row is never all zero
+    tolerance = 5 * math.sqrt(n * p * (1 - p))  # 5 binomial standard deviations
+    assert abs(dropped.sum().item() - n * p) <= tolerance
+    null = null_cond(cond)
+    for key in ("vector", "tokens", "tokens_mask"):
+        assert torch.equal(out[key][dropped], null[key][dropped]), key
+        assert torch.equal(out[key][~dropped], cond[key][~dropped]), key
+    assert torch.equal(out["labels"], cond["labels"])  # side information is kept
+    assert not null["tokens_mask"].any() and not null["vector"].any()
+    assert "labels" not in net_cond(out)
+
+
+def test_dropout_is_drawn_from_the_generator():
+    cond = _class_cond(64)
+    a = drop(cond, 0.5, torch.Generator().manual_seed(3))
+    b = drop(cond, 0.5, torch.Generator().manual_seed(3))
+    c = drop(cond, 0.5, torch.Generator().manual_seed(4))
+    assert torch.equal(a["vector"], b["vector"]) and not torch.equal(a["vector"], c["vector"])
+
+
+def test_class_conditioner_and_sampling_requests():
+    conditioner = build_conditioner({"name": "class", "num_classes": 4, "p_uncond": 0.2})
+    assert conditioner.net_options() == {"cond_vector_dim": 4}
+    cond, asked = sampling_cond(conditioner, 6)
+    assert asked == {"classes": [0, 1, 2, 3, 0, 1]}
+    torch.testing.assert_close(cond["vector"], torch.eye(4)[[0, 1, 2, 3, 0, 1]])
+    cond, asked = sampling_cond(conditioner, 3, classes=parse_classes(["2,3", "1"]))
+    assert asked == {"classes": [2, 3, 1]} and cond["labels"].tolist() == [2, 3, 1]
+    with pytest.raises(UsageError, match="outside this model's classes 0..3"):
+        sampling_cond(conditioner, 3, classes=[4])
+    with pytest.raises(UsageError, match="no text conditioning"):
+        sampling_cond(conditioner, 3, prompts=["a bag"])
+    with pytest.raises(UsageError, match="unconditional"):
+        sampling_cond(None, 3, classes=[1])
+    with pytest.raises(UsageError, match="not a class index"):
+        parse_classes(["one"])
+    with pytest.raises(UsageError, match="p_uncond"):
+        build_conditioner({"name": "class", "num_classes": 4, "p_uncond": 1.5})
+
+
+def test_text_conditioner_training_captions_match_the_encoder():
+    """from_labels draws one template per item; its cached encoding equals encoding that caption."""
+    spec = {"name": "text", "dataset": "digits", "class_names": [str(k) for k in range(10)]}
+    conditioner = build_conditioner(spec)
+    labels = torch.tensor([7, 7, 0, 3])
+    cond = conditioner.from_labels(labels, torch.Generator().manual_seed(0))
+    table = captions("digits", conditioner.class_names)
+    for i, k in enumerate(labels.tolist()):
+        direct = conditioner.from_prompts(table[k])  # all templates of class k
+        match = [torch.allclose(cond["vector"][i], v, atol=1e-5) for v in direct["vector"]]
+        assert any(match), i
+        t = match.index(True)
+        torch.testing.assert_close(cond["tokens"][i], direct["tokens"][t], atol=1e-5, rtol=0)
+    assert conditioner.net_options() == {"cond_vector_dim": 384, "cond_token_dim": 384}
+    _, asked = sampling_cond(conditioner, 2, classes=[7])
+    assert asked["prompts"] == ["a handwritten seven"] * 2
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("class") / "run"
+    train(_tiny_cfg(CLASS_COND, "train.steps=4"), run)
+    return run
+
+
+def test_class_conditional_training_resume_is_bit_exact(class_run, tmp_path):
+    """With dropout on, the condition draws come from the training generator: resume matches."""
+    train(_tiny_cfg(CLASS_COND, "train.steps=2"), tmp_path / "b")
+    resumed = train(_tiny_cfg(CLASS_COND, "train.steps=4"), tmp_path / "b", resume=True)
+    straight = ckpt.latest_checkpoint(class_run)
+    for which in (ckpt.load_tensors, lambda p: ckpt.load_tensors(ckpt.state_path(p))):
+        ta, tb = which(straight)[0], which(resumed)[0]
+        assert ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+    denoiser, config, _ = load_denoiser(class_run)
+    assert config["model"]["cond"] == {"name": "class", "p_uncond": 0.5, "num_classes": 10}
+    assert denoiser.conditioner.num_classes == 10
+
+
+def test_condition_reaches_the_net(class_run):
+    """After a few steps the class vector changes the output (the slot is wired, not ignored)."""
+    denoiser, _, _ = load_denoiser(class_run)
+    for p in denoiser.parameters():  # make every layer (incl. zero-initialised ones) live
+        p.data.add_(0.01 * torch.randn_like(p))
+    x, sigma = torch.randn(2, 1, 8, 8), torch.tensor([1.0, 1.0])
+    a = denoiser(x, sigma, denoiser.conditioner.from_classes(torch.tensor([0, 0])))
+    b = denoiser(x, sigma, denoiser.conditioner.from_classes(torch.tensor([5, 5])))
+    assert not torch.allclose(a, b)
+
+
+def test_unlabelled_data_with_a_class_condition_is_a_usage_error(tmp_path):
+    cfg = load_config("swiss_roll", ["model.cond={name='class'}", "train.steps=1"])
+    with pytest.raises(UsageError, match="needs class labels"):
+        train(cfg, tmp_path / "run")
+
+
+def test_cli_sample_with_classes_and_guidance(class_run, tmp_path, capsys):
+    out = tmp_path / "s"
+    argv = ["sample", str(class_run), "--out", str(out), "-n", "4", "--steps", "2", "--quiet"]
+    assert main(argv + ["--class", "3", "--class", "5", "--guidance", "cfg:scale=3"]) == 0
+    assert json.loads((out / "labels.json").read_text()) == {"classes": [3, 5, 3, 5]}
+    assert len(list((out / "images").glob("*.png"))) == 4
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--class", "10"], "outside this model's classes 0..9"),
+     (["--class", "-1"], "outside this model's classes"),
+     (["--prompt", "a sneaker"], "no text conditioning"),
+     (["--guidance", "cfgg:scale=2"], "unknown guidance 'cfgg'"),
+     (["--guidance", "cfg:scael=2"], "no option 'scael'")],
+)  # fmt: skip
+def test_cli_bad_conditions_exit_2_with_one_line(class_run, tmp_path, capsys, extra, message):
+    argv = ["sample", str(class_run), "--out", str(tmp_path / "s"), "-n", "2", "--quiet", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("difflab: error:") and message in err[0], err
+    assert not (tmp_path / "s").exists()
