@@ -24,6 +24,12 @@ from difflab.errors import UsageError
 from difflab.train import load_denoiser, train
 
 CLASS_COND = "model.cond={name='class', p_uncond=0.5}"
+MICRO = ("model.net={name='unet', model_channels=8, channel_mult=[1], num_res_blocks=1, "
+         "attention_resolutions=[]}")  # fmt: skip
+
+
+def _class_cfg(steps: int):
+    return _tiny_cfg(MICRO, CLASS_COND, "train.batch_size=4", f"train.steps={steps}")
 
 
 def test_captions_per_dataset():
@@ -107,14 +113,14 @@ def test_text_conditioner_training_captions_match_the_encoder():
 @pytest.fixture(scope="module")
 def class_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("class") / "run"
-    train(_tiny_cfg(CLASS_COND, "train.steps=4"), run)
+    train(_class_cfg(3), run)
     return run
 
 
 def test_class_conditional_training_resume_is_bit_exact(class_run, tmp_path):
     """With dropout on, the condition draws come from the training generator: resume matches."""
-    train(_tiny_cfg(CLASS_COND, "train.steps=2"), tmp_path / "b")
-    resumed = train(_tiny_cfg(CLASS_COND, "train.steps=4"), tmp_path / "b", resume=True)
+    train(_class_cfg(1), tmp_path / "b")
+    resumed = train(_class_cfg(3), tmp_path / "b", resume=True)
     straight = ckpt.latest_checkpoint(class_run)
     for which in (ckpt.load_tensors, lambda p: ckpt.load_tensors(ckpt.state_path(p))):
         ta, tb = which(straight)[0], which(resumed)[0]
