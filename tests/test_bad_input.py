@@ -139,6 +139,17 @@ CASES = {
     "zero steps": (S + ["--steps", "0"], "--steps must be >= 1"),
     "negative n": (S + ["-n", "-3"], "-n must be >= 1"),
     "sample out is a file": (["sample", "{d}/run", "--out", "{d}/a_file"], "is a file"),
+    # conditioning
+    "class for an unconditional model": (S + ["--class", "3"], "model is unconditional"),
+    "prompt without text conditioning": (S + ["--prompt", "a bag"], "no text conditioning"),
+    "class not an integer": (S + ["--class", "seven"], "not a class index"),
+    "unknown guidance": (S + ["--guidance", "cfgg:scale=2"], "unknown guidance 'cfgg'"),
+    "unknown guidance option": (S + ["--guidance", "cfg:scael=2"], "no option 'scael'"),
+    "class cond on unlabelled data": (
+        ["train", "swiss_roll", "--out", "{d}/new_run", "--set", "model.cond={{name='class'}}"],
+        "needs class labels",
+    ),
+    "unknown conditioner": (T + ["--set", "model.cond={{name='audio'}}"], "unknown conditioner"),
     "demo out is a file": (["demo", "--out", "{d}/a_file"], "is a file"),
     "demo out occupied": (["demo", "--out", "{d}/occupied"], "holds other files"),
     "unknown command": (["trian"], "invalid choice"),
