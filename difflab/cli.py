@@ -24,12 +24,15 @@ def _progress(total: int, desc: str, quiet: bool):
 
 
 def cmd_train(args) -> int:
+    from difflab.conditioning import resolve_cond
     from difflab.data import load_dataset
     from difflab.train import build_denoiser
 
     cfg = load_config(args.config, args.set)
     if args.dry_run:
-        cfg.model.shape = list(load_dataset(cfg.data.dataset).shape)
+        dataset = load_dataset(cfg.data.dataset)
+        cfg.model.shape = list(dataset.shape)
+        cfg.model.cond = resolve_cond(cfg.model.cond, dataset, cfg.data.dataset["name"])
         params = sum(p.numel() for p in build_denoiser(cfg.model).parameters())
         print(to_toml(cfg.to_dict()))
         print(f"# parameters: {params:,}")

@@ -169,3 +169,10 @@ def test_cli_bad_conditions_exit_2_with_one_line(class_run, tmp_path, capsys, ex
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("difflab: error:") and message in err[0], err
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("config", ["digits_class", "fashion_mnist_class"])
+def test_dry_run_resolves_the_condition(config, tmp_path, capsys):
+    """The printed config describes itself: the class count is filled in from the data."""
+    assert main(["train", config, "--out", str(tmp_path / "r"), "--dry-run"]) == 0
+    assert 'cond = {name = "class", p_uncond = 0.1, num_classes = 10}' in capsys.readouterr().out
