@@ -1,6 +1,7 @@
 """Likelihood oracles: KL and discretised-Gaussian terms against numerical integration, the ODE
 estimate against closed-form Gaussian densities, the VLB as a tightening upper bound."""
 
+import json
 import math
 
 import numpy as np
@@ -128,3 +129,48 @@ def test_vlb_is_an_upper_bound_that_tightens_with_more_steps(grids, n):
 def test_vlb_needs_a_discrete_vp_schedule():
     with pytest.raises(UsageError, match="--method ode"):
         vlb_grid(build_schedule("edm"), 10)
+
+
+@pytest.fixture
+def one_thread():
+    """Autograd on a loaded 2-core machine is far faster with one intra-op thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_nll_cli_reports_bits_per_dim_and_refuses_bad_input(tmp_path, capsys, one_thread):
+    from difflab.cli import main
+    from difflab.config import load_config
+    from difflab.train import train
+
+    cfg = load_config("digits", ["train.steps=1", "train.batch_size=4", "model.net={name='unet', "
+                                 "model_channels=8, channel_mult=[1], num_res_blocks=1, "
+                                 "attention_resolutions=[]}"])  # fmt: skip
+    path = str(train(cfg, tmp_path / "run"))
+    out = tmp_path / "nll.json"
+    args = [
+        "nll",
+        path,
+        "--data",
+        "{name='digits', split='test'}",
+        "-n",
+        "3",
+        "--quiet",
+        "--rtol",
+        "1e-3",
+        "--atol",
+        "1e-3",
+    ]
+    assert main([*args, "--method", "ode", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 3 and report["ode"]["total"]["n"] == 3
+    assert "ode    total" in capsys.readouterr().out
+    assert main([*args, "--method", "vlb"]) == 2  # EDM schedule: no discrete VP chain
+    assert "--method ode" in capsys.readouterr().err
+    assert main([*args, "--method", "ode", "--max-steps", "1"]) == 2
+    assert "did not converge" in capsys.readouterr().err
+    bad = ["nll", path, "--data", "{name='digits', split='test', size=4}", "--method", "ode"]
+    assert main([*bad, "-n", "2", "--quiet"]) == 2
+    assert "does not fit the model" in capsys.readouterr().err
