@@ -176,3 +176,23 @@ def test_dry_run_resolves_the_condition(config, tmp_path, capsys):
     """The printed config describes itself: the class count is filled in from the data."""
     assert main(["train", config, "--out", str(tmp_path / "r"), "--dry-run"]) == 0
     assert 'cond = {name = "class", p_uncond = 0.1, num_classes = 10}' in capsys.readouterr().out
+
+
+def test_text_conditional_model_trains_and_samples_from_prompts(tmp_path, capsys):
+    """Captions of the digits → MiniLM tokens cross-attended by a micro U-Net; sample --prompt."""
+    net = MICRO.replace("attention_resolutions=[]", "attention_resolutions=[8], num_heads=2")
+    text = "model.cond={name='text', p_uncond=0.2}"
+    run = tmp_path / "run"
+    train(_tiny_cfg(net, text, "train.batch_size=4", "train.steps=2"), run)
+    denoiser, config, _ = load_denoiser(run)
+    cond = config["model"]["cond"]
+    assert cond["dim"] == 384 and len(cond["class_names"]) == 10
+    assert denoiser.conditioner.class_prompts(torch.tensor([7])) == ["a handwritten seven"]
+    assert denoiser.net.cond_token_dim == 384
+    out = tmp_path / "s"
+    argv = ["sample", str(run), "--out", str(out), "-n", "3", "--steps", "2", "--quiet"]
+    assert main(argv + ["--prompt", "a handwritten seven", "--prompt", "a handwritten one"]) == 0
+    asked = json.loads((out / "labels.json").read_text())
+    assert asked == {"prompts": ["a handwritten seven", "a handwritten one", "a handwritten seven"]}
+    assert main(argv + ["--class", "12"]) == 2
+    assert "outside this model's classes 0..9" in capsys.readouterr().err
