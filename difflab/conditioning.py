@@ -67,7 +67,7 @@ class Conditioner:
         """Slot sizes for the net factory (cond_vector_dim, cond_token_dim, ...)."""
         raise NotImplementedError
 
-    def from_labels(self, labels: Tensor, generator: torch.Generator) -> Cond:
+    def from_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Cond:
         """The training condition of items with class `labels` [B]."""
         raise NotImplementedError
 
@@ -101,7 +101,7 @@ class ClassConditioner(Conditioner):
         vector = torch.nn.functional.one_hot(labels, self.num_classes).float()  # [B, K]
         return {"vector": vector, "labels": labels}
 
-    def from_labels(self, labels: Tensor, generator: torch.Generator) -> Cond:
+    def from_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Cond:
         return self.from_classes(labels)
 
 
@@ -152,7 +152,7 @@ class TextConditioner(Conditioner):
         table = captions(self.dataset, class_names) if class_names else self.captions()
         return [table[int(k)][0] for k in labels]
 
-    def from_labels(self, labels: Tensor, generator: torch.Generator) -> Cond:
+    def from_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Cond:
         """A random caption template per item, encoded once per (class, template) and cached."""
         if self._caption_cache is None:
             table = self.captions()
