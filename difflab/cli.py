@@ -64,11 +64,11 @@ def run_training(cfg, out: Path, resume: bool, quiet: bool) -> Path:
 
 
 def cmd_sample(args) -> int:
-    from difflab.conditioning import parse_classes, sampling_cond
+    from difflab.conditioning import parse_classes
     from difflab.data import model_to_images
     from difflab.generate import generate, save_grid, save_images
-    from difflab.guidance import build_guidance
     from difflab.plots import plot_points
+    from difflab.request import request
     from difflab.train import load_denoiser
 
     out = Path(args.out)
@@ -85,10 +85,10 @@ def cmd_sample(args) -> int:
     steps = args.steps or defaults["steps"]
     disc = {"name": args.discretization} if args.discretization else defaults["discretization"]
     shape = tuple(config["model"]["shape"])
-    classes = parse_classes(args.classes)
-    cond, asked = sampling_cond(denoiser.conditioner, args.n, classes=classes, prompts=args.prompt)
-    prompt = args.prompt[0] if args.prompt else None
-    guidance = build_guidance(args.guidance or [], shape=shape, prompt=prompt)
+    cond, guidance, asked = request(
+        denoiser, config, args.n, guidance=args.guidance or [],
+        classes=parse_classes(args.classes), prompts=args.prompt or [],
+    )  # fmt: skip
     n_batches = -(-args.n // args.batch_size)
     bar = _progress(n_batches * steps, "sample", args.quiet)
     out.mkdir(parents=True, exist_ok=True)

@@ -61,9 +61,11 @@ def cmd_ref_stats(args) -> int:
 
 
 def _sampled_images(path: Path, args, steps: int | None):
-    """(uint8 images [n, C, H, W], origin dict) drawn from one checkpoint with generate()."""
+    """(uint8 images [n, C, H, W], origin dict, class labels [n] or None) from one checkpoint."""
+    from difflab.conditioning import parse_classes
     from difflab.data import model_to_images
     from difflab.generate import generate
+    from difflab.request import request
     from difflab.train import load_denoiser
 
     denoiser, config, info = load_denoiser(path)
@@ -71,13 +73,20 @@ def _sampled_images(path: Path, args, steps: int | None):
     sampler = {"name": args.sampler} if args.sampler else s["sampler"]
     steps = steps or s["steps"]
     disc = {"name": args.discretization} if args.discretization else s["discretization"]
+    cond, guidance, asked = request(
+        denoiser, config, args.n, guidance=args.guidance or [],
+        classes=parse_classes(args.classes), prompts=args.prompt or [],
+    )  # fmt: skip
     batches = generate(
         denoiser, tuple(config["model"]["shape"]), n=args.n, seed=args.seed,
         batch_size=args.batch_size, sampler=sampler, steps=steps, discretization=disc,
+        cond=cond, guidance=guidance,
     )  # fmt: skip
     origin = {"checkpoint": str(path), "step": info.get("step"), "sampler": sampler,
-              "steps": steps, "discretization": disc, "seed": args.seed}  # fmt: skip
-    return model_to_images(torch.cat(list(batches))), origin
+              "steps": steps, "discretization": disc, "seed": args.seed,
+              "guidance": asked.get("guidance", [])}  # fmt: skip
+    labels = torch.tensor(asked["classes"]) if "classes" in asked else None
+    return model_to_images(torch.cat(list(batches))), origin, labels
 
 
 def parse_steps(text: str) -> list[int]:
@@ -119,8 +128,9 @@ def cmd_eval(args) -> int:
         reports = []
         for path in paths:
             for steps in steps_list:
-                images, origin = _sampled_images(path, args, steps)
-                reports.append({**evaluate(images, ref, net, metrics), **origin})
+                images, origin, labels = _sampled_images(path, args, steps)
+                report = evaluate(images, ref, net, metrics, labels=labels)
+                reports.append({**report, **origin})
     text = json.dumps(reports[0] if len(reports) == 1 else reports, indent=1, default=str)
     if args.out:
         Path(args.out).write_text(text)
@@ -181,6 +191,20 @@ def add_commands(sub, common) -> None:
     e.add_argument("--sampler")
     e.add_argument("--steps", help="sampling steps; a comma list (5,10,20) evaluates each")
     e.add_argument("--discretization")
+    e.add_argument(
+        "--guidance",
+        action="append",
+        metavar="SPEC",
+        help="guidance term, as for `difflab sample` (repeatable)",
+    )
+    e.add_argument(
+        "--class",
+        dest="classes",
+        action="append",
+        metavar="K",
+        help="classes to sample (repeatable or comma list; default every class)",
+    )
+    e.add_argument("--prompt", action="append", help="prompt(s) to sample, cycled")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=250)
     e.add_argument("--out", help="also write the JSON report here")

@@ -10,6 +10,8 @@ A condition may also carry "labels" [B] int64 (class indices): the net never see
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -216,27 +218,42 @@ def parse_classes(items: list[str] | None) -> list[int]:
 
 
 def sampling_cond(
-    conditioner: Conditioner | None, n: int, *, classes: list[int] = (), prompts: list[str] = ()
+    conditioner: Conditioner | None,
+    n: int,
+    *,
+    classes: list[int] = (),
+    prompts: list[str] = (),
+    guided_by: Sequence[str] = (),
 ) -> tuple[Cond, dict[str, list]]:
     """The condition of n samples and what was asked for, per sample ({"classes": [...]} and/or
     {"prompts": [...]}): classes / prompts are cycled over the samples; with neither, a
-    conditional model gets sample i → class i mod K so that a grid shows every class."""
+    conditional model gets sample i → class i mod K so that a grid shows every class. An
+    unconditional model takes classes for classifier guidance and prompts for text guidance
+    (`guided_by` names the guidance terms)."""
     kind = conditioner.kind if conditioner is not None else "none"
-    if classes and kind == "none":
+    if classes and kind == "none" and "classifier" not in guided_by:
         raise UsageError(
-            "--class given but this model is unconditional; drop --class or train with "
+            "--class given but this model is unconditional; drop --class, add classifier "
+            "guidance (--guidance classifier:ckpt=CLF.safetensors) or train with "
             'model.cond = {name = "class"}'
         )
-    if prompts and kind != "text":
+    if prompts and kind != "text" and "text" not in guided_by:
         raise UsageError(
             f"--prompt given but this model has no text conditioning (cond: {kind}); drop "
-            '--prompt or train with model.cond = {name = "text"}'
+            "--prompt, add text guidance (--guidance text:ckpt=ENCODER.safetensors) or train "
+            'with model.cond = {name = "text"}'
         )
     if kind == "none":
-        return {}, {}
-    if prompts:
+        asked = {}
+        if classes:
+            asked["classes"] = [classes[i % len(classes)] for i in range(n)]
+        if prompts:
+            asked["prompts"] = [prompts[i % len(prompts)] for i in range(n)]
+        cond = {"labels": torch.tensor(asked["classes"])} if classes else {}
+        return cond, asked
+    if prompts and kind == "text":
         asked = [prompts[i % len(prompts)] for i in range(n)]
-        return conditioner.from_prompts(asked), {"prompts": asked}
+        return _encode_prompts(conditioner, asked), {"prompts": asked}
     num_classes = conditioner.num_classes if kind == "class" else len(conditioner.class_names)
     pool = list(classes) or list(range(num_classes))
     labels = torch.tensor([pool[i % len(pool)] for i in range(n)], dtype=torch.int64)  # [n]
@@ -249,5 +266,13 @@ def sampling_cond(
     if kind == "class":
         return conditioner.from_classes(labels), {"classes": labels.tolist()}
     asked = conditioner.class_prompts(labels)  # text model: the class's first caption
-    cond = conditioner.from_prompts(asked) | {"labels": labels}
+    cond = _encode_prompts(conditioner, asked) | {"labels": labels}
     return cond, {"classes": labels.tolist(), "prompts": asked}
+
+
+def _encode_prompts(conditioner: TextConditioner, prompts: list[str]) -> Cond:
+    """Encode each distinct prompt once and gather per sample: {key: [n, ...]}."""
+    unique = sorted(set(prompts))
+    table = conditioner.from_prompts(unique)
+    index = torch.tensor([unique.index(p) for p in prompts])  # [n]
+    return {key: value[index] for key, value in table.items()}

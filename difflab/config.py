@@ -70,6 +70,9 @@ class SampleConfig:
     sampler: dict = field(default_factory=lambda: {"name": "heun"})
     steps: int = 18
     discretization: dict = field(default_factory=lambda: {"name": "karras"})
+    guidance: list = field(
+        default_factory=list
+    )  # default guidance specs, e.g. ["static_threshold"]
     n: int = 64
     batch_size: int = 64
     seed: int = 0

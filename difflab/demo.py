@@ -14,6 +14,7 @@ from difflab.data import model_to_images
 from difflab.errors import UsageError
 from difflab.generate import generate, save_grid
 from difflab.plots import plot_loss, plot_trajectory
+from difflab.request import request
 from difflab.train import load_denoiser
 
 MARKER = "demo.json"
@@ -49,10 +50,11 @@ def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False) -> dict:
             steps_x0.append(info["denoised"][:1].clone())
             step_sigmas.append(float(info["sigma"]))
 
+    cond, guidance, _ = request(denoiser, config, s["n"])
     samples = torch.cat(list(generate(
         denoiser, shape, n=s["n"], seed=s["seed"], batch_size=s["batch_size"],
         sampler=s["sampler"], steps=s["steps"], discretization=s["discretization"],
-        callback=keep_first,
+        cond=cond, guidance=guidance, callback=keep_first,
     )))  # fmt: skip
     save_grid(model_to_images(samples).numpy(), out / "samples.png", nrow=10)
     frames, sigmas = [*steps_x0, samples[:1]], [*step_sigmas, 0.0]

@@ -220,11 +220,14 @@ class InLoopFD:
     def __call__(self, denoiser, shape: tuple[int, ...], sample_cfg, device) -> dict[str, Any]:
         """{"eval_metric", "eval_fd", "eval_n"} for samples drawn as `sample_cfg` says."""
         from difflab.generate import generate
+        from difflab.request import request
 
+        config = {"model": {"shape": list(shape)}, "sample": {"guidance": sample_cfg.guidance}}
+        cond, guidance, _ = request(denoiser, config, self.n, device=device)
         batches = generate(
             denoiser, shape, n=self.n, seed=self.seed, batch_size=sample_cfg.batch_size,
             sampler=sample_cfg.sampler, steps=sample_cfg.steps,
-            discretization=sample_cfg.discretization, device=device,
+            discretization=sample_cfg.discretization, device=device, cond=cond, guidance=guidance,
         )  # fmt: skip
         x = torch.cat([b.cpu() for b in batches])
         images = model_to_images(x) if len(shape) == 3 else x

@@ -140,7 +140,10 @@ CASES = {
     "negative n": (S + ["-n", "-3"], "-n must be >= 1"),
     "sample out is a file": (["sample", "{d}/run", "--out", "{d}/a_file"], "is a file"),
     # conditioning
-    "class for an unconditional model": (S + ["--class", "3"], "model is unconditional"),
+    "class for an unconditional model": (
+        S + ["--class", "3"],
+        "model is unconditional; drop --class, add classifier",
+    ),
     "prompt without text conditioning": (S + ["--prompt", "a bag"], "no text conditioning"),
     "class not an integer": (S + ["--class", "seven"], "not a class index"),
     "unknown guidance": (S + ["--guidance", "cfgg:scale=2"], "unknown guidance 'cfgg'"),

@@ -21,6 +21,7 @@ from difflab.conditioning import (
 )
 from difflab.config import load_config
 from difflab.errors import UsageError
+from difflab.request import request
 from difflab.train import load_denoiser, train
 
 CLASS_COND = "model.cond={name='class', p_uncond=0.5}"
@@ -92,6 +93,28 @@ def test_class_conditioner_and_sampling_requests():
         build_conditioner({"name": "class", "num_classes": 4, "p_uncond": 1.5})
 
 
+def test_unconditional_model_takes_classes_and_prompts_only_for_guidance():
+    """Classes ride along as labels for classifier guidance, prompts are only recorded for text."""
+    cond, asked = sampling_cond(None, 4, classes=[2, 5], guided_by=["classifier"])
+    assert cond["labels"].tolist() == [2, 5, 2, 5] and asked == {"classes": [2, 5, 2, 5]}
+    cond, asked = sampling_cond(None, 2, prompts=["a boot"], guided_by=["text"])
+    assert cond == {} and asked == {"prompts": ["a boot", "a boot"]}
+    with pytest.raises(UsageError, match="classifier guidance"):
+        sampling_cond(None, 2, classes=[1], guided_by=["text"])
+
+
+def test_request_puts_config_defaults_after_the_users_terms():
+    """Default guidance (e.g. x̂0 clipping) follows the user's terms; naming it again replaces it."""
+    config = {"model": {"shape": [1, 4, 4]}, "sample": {"guidance": ["static_threshold"]}}
+    _, chain, asked = request(None, config, 2, guidance=["dynamic_threshold:p=0.9"])
+    assert [s["name"] for s in asked["guidance"]] == ["dynamic_threshold", "static_threshold"]
+    assert len(chain.terms) == 2
+    _, chain, asked = request(None, config, 2, guidance=[{"name": "static_threshold"}])
+    assert [s["name"] for s in asked["guidance"]] == ["static_threshold"]
+    _, chain, asked = request(None, {**config, "sample": {}}, 2)
+    assert chain.terms == [] and "guidance" not in asked
+
+
 def test_text_conditioner_training_captions_match_the_encoder():
     """from_labels draws one template per item; its cached encoding equals encoding that caption."""
     spec = {"name": "text", "dataset": "digits", "class_names": [str(k) for k in range(10)]}
@@ -151,7 +174,8 @@ def test_cli_sample_with_classes_and_guidance(class_run, tmp_path, capsys):
     out = tmp_path / "s"
     argv = ["sample", str(class_run), "--out", str(out), "-n", "4", "--steps", "2", "--quiet"]
     assert main(argv + ["--class", "3", "--class", "5", "--guidance", "cfg:scale=3"]) == 0
-    assert json.loads((out / "labels.json").read_text()) == {"classes": [3, 5, 3, 5]}
+    asked = json.loads((out / "labels.json").read_text())
+    assert asked == {"classes": [3, 5, 3, 5], "guidance": [{"name": "cfg", "scale": "3"}]}
     assert len(list((out / "images").glob("*.png"))) == 4
 
 

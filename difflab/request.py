@@ -1,0 +1,45 @@
+"""What to sample: each sample's condition and the guidance chain, from a user's request.
+
+One function shared by `difflab sample`, `difflab eval`, the in-loop FD and the benches, so each
+samples the same way: the config's default guidance (`sample.guidance`, e.g. the x̂0 clipping an
+ε-prediction cosine model needs) follows the user's terms, so thresholds stay last; a default the
+user names again is replaced by the user's options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from difflab.conditioning import Cond, sampling_cond
+
+
+def request(
+    denoiser,
+    config: dict,
+    n: int,
+    *,
+    guidance: Sequence[str | dict] = (),
+    classes: Sequence[int] = (),
+    prompts: Sequence[str] = (),
+    device: str | torch.device = "cpu",
+) -> tuple[Cond, object, dict]:
+    """(cond for n samples, guidance chain for `generate`, {"classes"/"prompts"/"guidance"})."""
+    from difflab.guidance import build_guidance, parse_guidance
+
+    def parse(items):
+        return [s for g in items for s in (parse_guidance(g) if isinstance(g, str) else [dict(g)])]
+
+    specs = parse(guidance)
+    named = {s["name"] for s in specs}
+    specs += [
+        s for s in parse(config.get("sample", {}).get("guidance", [])) if s["name"] not in named
+    ]
+    cond, asked = sampling_cond(
+        getattr(denoiser, "conditioner", None), n, classes=list(classes), prompts=list(prompts),
+        guided_by=[s["name"] for s in specs],
+    )  # fmt: skip
+    shape = tuple(config["model"]["shape"])
+    chain = build_guidance(specs, shape=shape, device=device, prompt=(list(prompts) or [None])[0])
+    return cond, chain, asked | ({"guidance": specs} if specs else {})
