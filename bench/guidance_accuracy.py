@@ -24,35 +24,23 @@ from pathlib import Path
 
 import torch
 
-from difflab.data import load_dataset, model_to_images
+from difflab.data import model_to_images
 from difflab.evaluate import evaluate, load_ref
 from difflab.features import load_feature_net
 from difflab.generate import generate, save_grid
-from difflab.guidance import build_guidance
 from difflab.plots import _pyplot
+from difflab.request import request
 from difflab.train import load_denoiser
 
 
-def conditions(config: dict, labels: torch.Tensor, class_names: list[str]) -> dict:
-    """The model's condition for class `labels` [N] (+ "labels"), via its own conditioner."""
-    if not config["model"].get("cond"):
-        return {"labels": labels}  # unconditional model (classifier guidance reads the labels)
-    from difflab.conditioning import build_conditioner
-
-    conditioner = build_conditioner(config["model"])
-    if conditioner.slot_kind == "text":
-        return conditioner.from_prompts(conditioner.class_prompts(labels, class_names)) | {
-            "labels": labels
-        }
-    return conditioner.from_classes(labels)
-
-
-def run_setting(args, run, specs, labels, class_names, judge, ref) -> tuple[dict, torch.Tensor]:
+def run_setting(args, run, specs, labels, judge, ref) -> tuple[dict, torch.Tensor]:
     """Samples for one (model, guidance) setting → metrics and uint8 images."""
     denoiser, config, _ = load_denoiser(run)
     shape = tuple(config["model"]["shape"])
-    guidance = build_guidance([*specs, "static_threshold"], shape=shape)
-    cond = conditions(config, labels, class_names)
+    guided = config["model"].get("cond") or any(s.startswith("classifier") for s in specs)
+    classes = labels.unique().tolist() if guided else []  # sample i asks for class i mod K
+    cond, guidance, _ = request(denoiser, config, len(labels), classes=classes,
+                                guidance=[*specs, "static_threshold"])  # fmt: skip
     start = time.perf_counter()
     batches = generate(denoiser, shape, n=len(labels), seed=args.seed, batch_size=args.batch_size,
                        sampler=args.sampler, steps=args.steps, discretization=args.discretization,
@@ -87,7 +75,6 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     judge = load_feature_net({"name": "domain", "path": args.judge})
     ref = load_ref(args.ref)
-    class_names = load_dataset({**judge.description["dataset"], "limit": 10}).class_names
     labels = torch.arange(args.n) % judge.num_classes  # [n]
 
     settings = []
@@ -103,7 +90,7 @@ def main() -> None:
                      for w in args.text_scales.split(",")]  # fmt: skip
     rows = []
     for kind, run, scale, specs in settings:
-        result, images = run_setting(args, run, specs, labels, class_names, judge, ref)
+        result, images = run_setting(args, run, specs, labels, judge, ref)
         rows.append({"guidance": kind, "scale": scale, **result})
         order = torch.argsort(labels[:100], stable=True)  # a row per class
         save_grid(images[:100][order].numpy(), out / f"{kind.replace(' ', '_')}_{scale:g}.png",

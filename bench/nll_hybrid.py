@@ -27,6 +27,7 @@ from difflab.evaluate import evaluate, reference_stats
 from difflab.features import load_feature_net, train_feature_net
 from difflab.generate import generate, save_grid
 from difflab.likelihood import bits_per_dim
+from difflab.request import request
 from difflab.train import load_denoiser, train
 
 MODELS = {"simple": "fashion_mnist16", "hybrid": "fashion_mnist_hybrid"}
@@ -49,9 +50,13 @@ def train_or_load(name: str, config: str, args) -> Path:
     return path
 
 
-def fd_at(denoiser, shape, steps: int, args, ref, net, grid_path: Path) -> float:
+def fd_at(denoiser, config, steps: int, args, ref, net, grid_path: Path) -> float:
+    """FD of DDPM ancestral samples, x̂0 clipped as improved-diffusion's clip_denoised does."""
+    shape = tuple(config["model"]["shape"])
+    cond, guidance, _ = request(denoiser, config, args.fd_n, guidance=["static_threshold"])
     batches = generate(denoiser, shape, n=args.fd_n, seed=0, batch_size=args.batch_size,
-                       sampler="ddpm", steps=steps, discretization="uniform")  # fmt: skip
+                       sampler="ddpm", steps=steps, discretization="uniform", cond=cond,
+                       guidance=guidance)  # fmt: skip
     images = model_to_images(torch.cat(list(batches)))
     save_grid(images[:64].numpy(), grid_path)
     return evaluate(images, ref, net, ("fd",))["fd"]
@@ -95,7 +100,7 @@ def main() -> None:
                "nll_seconds": time.perf_counter() - start}  # fmt: skip
         for steps in (int(s) for s in args.fd_steps.split(",")):
             grid = args.out / f"grid-{name}-{steps}.png"
-            row[f"fd_{steps}"] = fd_at(denoiser, shape, steps, args, ref, net, grid)
+            row[f"fd_{steps}"] = fd_at(denoiser, cfg, steps, args, ref, net, grid)
         rows[name] = row
         print(name, json.dumps({k: v for k, v in row.items() if k != "nll"}))
 
