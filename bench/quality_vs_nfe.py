@@ -98,7 +98,7 @@ def main() -> None:
     base_fd, base_nfe, base_s = run_once(denoiser, shape, "ddpm", 1000, args.n, ref, net, guidance)
     rows.append({"sampler": "ddpm", "target": 1000, "steps": 1000, "nfe": base_nfe, "fd": base_fd,
                  "s_per_image": base_s})  # fmt: skip
-    print(f"reference ddpm 1000 steps: FD {base_fd:.3f}")
+    print(f"reference ddpm 1000 steps: FD {base_fd:.3f}", flush=True)
     for name in args.samplers.split(","):
         for target in map(int, args.nfe.split(",")):
             try:
@@ -109,7 +109,7 @@ def main() -> None:
                 continue
             rows.append({"sampler": name, "target": target, "steps": steps, "nfe": nfe, "fd": fd,
                          "s_per_image": s})  # fmt: skip
-            print(f"{name:>20} steps {steps:4d} NFE {nfe:5d}  FD {fd:8.3f}")
+            print(f"{name:>20} steps {steps:4d} NFE {nfe:5d}  FD {fd:8.3f}", flush=True)
     (out / "table.json").write_text(json.dumps(rows, indent=1))
     lines = [
         "| sampler | target NFE | steps | NFE | FD | FD / FD(ddpm 1000) |",

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from difflab.errors import UsageError
-from difflab.features import _split
+from difflab.features import holdout_split
 from difflab.noise_aware import (
     NoiseAwareNet,
     build_net,
@@ -114,7 +114,7 @@ def train_classifier(
     data = image_data(dataset_spec, "classifier")
     if not 0 < test_fraction < 1:
         raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")
-    train, test = _split(data, test_fraction)
+    train, test = holdout_split(data, test_fraction)
     defaults = default_options()
     net = {**defaults["net"], **(net or {})}
     density = {**defaults["density"], **(density or {})}

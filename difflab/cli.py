@@ -88,6 +88,7 @@ def cmd_sample(args) -> int:
     cond, guidance, asked = request(
         denoiser, config, args.n, guidance=args.guidance or [],
         classes=parse_classes(args.classes), prompts=args.prompt or [],
+        images=args.image or [],
     )  # fmt: skip
     n_batches = -(-args.n // args.batch_size)
     bar = _progress(n_batches * steps, "sample", args.quiet)
@@ -210,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="TEXT",
         help="text prompt for a text-conditional model (repeatable; cycled)",
     )
+    s.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="conditioning image for an image-conditional model, full size or "
+                        "low resolution (repeatable; cycled)")  # fmt: skip
     s.add_argument("--guidance", action="append", default=[], metavar="SPEC",
                    help="e.g. cfg:scale=3, classifier:ckpt=c.safetensors,scale=2, "
                    "style:ref=img.png,scale=50; join with '+' (difflab list guidances)")  # fmt: skip

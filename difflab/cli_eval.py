@@ -76,6 +76,7 @@ def _sampled_images(path: Path, args, steps: int | None):
     cond, guidance, asked = request(
         denoiser, config, args.n, guidance=args.guidance or [],
         classes=parse_classes(args.classes), prompts=args.prompt or [],
+        images=args.image or [],
     )  # fmt: skip
     batches = generate(
         denoiser, tuple(config["model"]["shape"]), n=args.n, seed=args.seed,
@@ -205,6 +206,12 @@ def add_commands(sub, common) -> None:
         help="classes to sample (repeatable or comma list; default every class)",
     )
     e.add_argument("--prompt", action="append", help="prompt(s) to sample, cycled")
+    e.add_argument(
+        "--image",
+        action="append",
+        metavar="FILE",
+        help="conditioning image(s) for an image-conditional model, cycled",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=250)
     e.add_argument("--out", help="also write the JSON report here")

@@ -73,6 +73,12 @@ class Conditioner:
         """The training condition of items with class `labels` [B]."""
         raise NotImplementedError
 
+    def for_training(
+        self, x0: Tensor, labels: Tensor | None, generator: torch.Generator | None = None
+    ) -> Cond:
+        """The training condition of a batch x0 [B, ...] with `labels` [B] (or None)."""
+        return self.from_labels(labels, generator)
+
 
 @CONDITIONERS.register("class")
 class ClassConditioner(Conditioner):
@@ -182,6 +188,15 @@ def resolve_cond(spec: dict | None, dataset, dataset_name: str) -> dict:
         return {}
     spec = dict(spec)
     conditioner = CONDITIONERS.get(spec.get("name", ""))
+    if getattr(conditioner, "kind", "") == "image":
+        if dataset.kind != "image":
+            raise UsageError(
+                f"cond 'image' needs an image dataset but {dataset_name!r} holds points; "
+                "use image data or drop cond"
+            )
+        spec["channels"] = dataset.shape[0]
+        CONDITIONERS.build(spec)
+        return spec
     if dataset.labels is None:
         raise UsageError(
             f"cond {spec['name']!r} needs class labels but dataset {dataset_name!r} has none; use a "
@@ -224,13 +239,26 @@ def sampling_cond(
     classes: list[int] = (),
     prompts: list[str] = (),
     guided_by: Sequence[str] = (),
+    images: Tensor | None = None,
+    shape: tuple[int, ...] = (),
 ) -> tuple[Cond, dict[str, list]]:
     """The condition of n samples and what was asked for, per sample ({"classes": [...]} and/or
     {"prompts": [...]}): classes / prompts are cycled over the samples; with neither, a
     conditional model gets sample i → class i mod K so that a grid shows every class. An
     unconditional model takes classes for classifier guidance and prompts for text guidance
-    (`guided_by` names the guidance terms)."""
+    (`guided_by` names the guidance terms). An image model takes `images` [n, C, h, w] (model
+    space) for samples of `shape`."""
     kind = conditioner.kind if conditioner is not None else "none"
+    if (images is not None) != (kind == "image"):
+        raise UsageError(
+            "this model is conditioned on images: pass --image FILE (full size or low resolution)"
+            if kind == "image"
+            else f"--image given but this model takes no image condition (cond: {kind}); drop it"
+        )
+    if kind == "image":
+        if classes or prompts:
+            raise UsageError("this model is conditioned on images only; drop --class/--prompt")
+        return conditioner.from_images(images, tuple(shape)), {}
     if classes and kind == "none" and "classifier" not in guided_by:
         raise UsageError(
             "--class given but this model is unconditional; drop --class, add classifier "
@@ -276,3 +304,6 @@ def _encode_prompts(conditioner: TextConditioner, prompts: list[str]) -> Cond:
     table = conditioner.from_prompts(unique)
     index = torch.tensor([unique.index(p) for p in prompts])  # [n]
     return {key: value[index] for key, value in table.items()}
+
+
+from difflab import conditioning_image  # noqa: E402,F401  (registers the image conditioner)

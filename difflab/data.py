@@ -298,7 +298,7 @@ def _image_files(root: Path) -> list[Path]:
     )
 
 
-def _load_image(path: Path, channels: int, size: int | None) -> Tensor:
+def load_image(path: Path, channels: int, size: int | None) -> Tensor:
     """Read one image as uint8 [C, H, W]; resize the shorter side to size and centre-crop."""
     from PIL import Image
 
@@ -346,7 +346,7 @@ def folder(*, path: str | None = None, channels: int = 3, size: int | None = Non
         y = torch.tensor([classes.index(parts[0]) for parts in top], dtype=torch.int64)
     else:
         classes = None
-    images = [_load_image(f, channels, size) for f in files]
+    images = [load_image(f, channels, size) for f in files]
     first = images[0].shape
     for f, im in zip(files, images):
         if im.shape != first:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from difflab.errors import UsageError
-from difflab.features import _split
+from difflab.features import holdout_split
 from difflab.noise_aware import (
     NoiseAwareNet,
     build_net,
@@ -174,7 +174,7 @@ def train_encoder(
             f"{spec['name']}, got {len(prompts)} lists; pass one list of captions per class"
         )
     pooled, owner = caption_table(text_encoder, prompts)  # [T, D], [T]
-    train, test = _split(data, test_fraction)
+    train, test = holdout_split(data, test_fraction)
     defaults = default_options()
     net = {**defaults["net"], **(net or {})}
     density = {**defaults["density"], **(density or {})}

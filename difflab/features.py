@@ -374,7 +374,7 @@ def _shift(x: Tensor, g: torch.Generator) -> Tensor:
     return p[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # [N, C, H, W]
 
 
-def _split(data: Dataset, test_fraction: float) -> tuple[Dataset, Dataset]:
+def holdout_split(data: Dataset, test_fraction: float) -> tuple[Dataset, Dataset]:
     """Fixed (seed-0) random train/test split, independent of the training seed."""
     perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
     n_test = max(1, int(len(data) * test_fraction))
@@ -415,7 +415,7 @@ def train_feature_net(
         )
     if not 0 < test_fraction < 1:
         raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")
-    train, test = _split(data, test_fraction)
+    train, test = holdout_split(data, test_fraction)
     torch.manual_seed(seed)
     net = DomainNet(
         in_channels=data.shape[0],

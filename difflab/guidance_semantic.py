@@ -33,7 +33,7 @@ TRAIN_ENCODER = "train one with `difflab train-encoder DATA --out FILE`"
 
 def load_reference(path: str | Path, shape: tuple[int, ...], *, resize: bool = False) -> Tensor:
     """A reference image file in model space [1, C, H, W] ([−1, 1]) for data of `shape` [C, H, W]."""
-    from difflab.data import _load_image, images_to_model
+    from difflab.data import images_to_model, load_image
 
     path = Path(path)
     if len(shape) != 3:
@@ -45,7 +45,7 @@ def load_reference(path: str | Path, shape: tuple[int, ...], *, resize: bool = F
         raise UsageError(f"reference image {path} does not exist; pass ref= an existing image file")
     c, h, w = shape
     try:
-        image = _load_image(path, c, h if resize and h == w else None)  # [C, H', W'] uint8
+        image = load_image(path, c, h if resize and h == w else None)  # [C, H', W'] uint8
     except UsageError:
         raise UsageError(
             f"cannot read reference image {path}; pass ref= a readable PNG or JPEG file"

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from difflab.conditioning import Cond, sampling_cond
+from difflab.conditioning_image import read_images
 
 
 def request(
@@ -23,9 +24,10 @@ def request(
     guidance: Sequence[str | dict] = (),
     classes: Sequence[int] = (),
     prompts: Sequence[str] = (),
+    images: Sequence[str] = (),
     device: str | torch.device = "cpu",
 ) -> tuple[Cond, object, dict]:
-    """(cond for n samples, guidance chain for `generate`, {"classes"/"prompts"/"guidance"})."""
+    """(cond for n samples, guidance chain for `generate`, what each sample asked for)."""
     from difflab.guidance import build_guidance, parse_guidance
 
     def parse(items):
@@ -36,10 +38,13 @@ def request(
     specs += [
         s for s in parse(config.get("sample", {}).get("guidance", [])) if s["name"] not in named
     ]
+    shape = tuple(config["model"]["shape"])
+    pixels = read_images(list(images), shape, n) if images else None  # [n, C, h, w]
     cond, asked = sampling_cond(
         getattr(denoiser, "conditioner", None), n, classes=list(classes), prompts=list(prompts),
-        guided_by=[s["name"] for s in specs],
+        guided_by=[s["name"] for s in specs], images=pixels, shape=shape,
     )  # fmt: skip
-    shape = tuple(config["model"]["shape"])
+    if images:
+        asked["images"] = [str(images[i % len(images)]) for i in range(n)]
     chain = build_guidance(specs, shape=shape, device=device, prompt=(list(prompts) or [None])[0])
     return cond, chain, asked | ({"guidance": specs} if specs else {})

@@ -285,7 +285,9 @@ def train_step(cfg: Config, world, step_module, opt, loader, generator, step: in
         noise = torch.randn(x0.shape, generator=generator)
         cond = {}
         if conditioner is not None:  # CFG training: drop to ∅ with p_uncond (Ho & Salimans 2022)
-            cond = drop(conditioner.from_labels(labels, generator), conditioner.p_uncond, generator)
+            cond = drop(
+                conditioner.for_training(x0, labels, generator), conditioner.p_uncond, generator
+            )
             cond = {k: world.shard(v).to(world.device) for k, v in net_cond(cond).items()}
         x0, sigma, noise = (world.shard(t).to(world.device) for t in (x0, sigma, noise))
         last = micro == cfg.train.accumulate - 1
