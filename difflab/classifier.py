@@ -26,6 +26,7 @@ from difflab.noise_aware import (
     fit,
     image_data,
     load_net,
+    noised_top1,
     save_net,
     sigma_range,
 )
@@ -71,19 +72,12 @@ def cross_entropy(model: NoiseAwareClassifier, x: Tensor, sigma: Tensor, labels:
     return F.cross_entropy(model.logits(x, sigma), labels)
 
 
-@torch.no_grad()
 def noised_accuracy(
     model: NoiseAwareClassifier, x0: Tensor, labels: Tensor, sigma: float, seed: int = 0,
     batch_size: int = 256,
 ) -> float:  # fmt: skip
     """Top-1 accuracy on x0 + σ·ε (x0 in model space [-1, 1]), noise seeded."""
-    g, correct = torch.Generator().manual_seed(seed), 0
-    for i in range(0, len(x0), batch_size):
-        xb = x0[i : i + batch_size]  # [b, C, H, W]
-        x = (xb + sigma * torch.randn(xb.shape, generator=g)).to(model.device)
-        pred = model.logits(x, torch.tensor(sigma)).argmax(1).cpu()  # [b]
-        correct += int((pred == labels[i : i + len(xb)]).sum())
-    return correct / len(x0)
+    return noised_top1(model.logits, x0, labels, sigma, seed, batch_size, model.device)
 
 
 def train_classifier(

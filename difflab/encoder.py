@@ -28,6 +28,7 @@ from difflab.noise_aware import (
     fit,
     image_data,
     load_net,
+    noised_top1,
     save_net,
     sigma_range,
 )
@@ -112,19 +113,12 @@ def clip_loss(pooled: Tensor, owner: Tensor, generator: torch.Generator) -> Call
     return loss
 
 
-@torch.no_grad()
 def zero_shot_accuracy(
     model: NoiseAwareEncoder, x0: Tensor, labels: Tensor, sigma: float, seed: int = 0,
     batch_size: int = 256,
 ) -> float:  # fmt: skip
     """Fraction of x0 + σ·ε whose nearest class caption embedding is their own class."""
-    g, correct = torch.Generator().manual_seed(seed), 0
-    for i in range(0, len(x0), batch_size):
-        xb = x0[i : i + batch_size]  # [b, C, H, W]
-        x = (xb + sigma * torch.randn(xb.shape, generator=g)).to(model.device)
-        pred = model.zero_shot_logits(x, torch.tensor(sigma)).argmax(1).cpu()  # [b]
-        correct += int((pred == labels[i : i + len(xb)]).sum())
-    return correct / len(x0)
+    return noised_top1(model.zero_shot_logits, x0, labels, sigma, seed, batch_size, model.device)
 
 
 def train_encoder(

@@ -192,6 +192,21 @@ def fit(
     return (ema.model if ema is not None else model).eval().requires_grad_(False)
 
 
+@torch.no_grad()
+def noised_top1(
+    logits: Callable[[Tensor, Tensor], Tensor], x0: Tensor, labels: Tensor, sigma: float,
+    seed: int = 0, batch_size: int = 256, device: torch.device | str = "cpu",
+) -> float:  # fmt: skip
+    """Top-1 accuracy of `logits(x, σ)` [b, K] on x0 + σ·ε (x0 in model space), noise seeded."""
+    g, correct = torch.Generator().manual_seed(seed), 0
+    for i in range(0, len(x0), batch_size):
+        xb = x0[i : i + batch_size]  # [b, C, H, W]
+        x = (xb + sigma * torch.randn(xb.shape, generator=g)).to(device)
+        pred = logits(x, torch.tensor(sigma)).argmax(1).cpu()  # [b]
+        correct += int((pred == labels[i : i + len(xb)]).sum())
+    return correct / len(x0)
+
+
 def check_out(out: str | os.PathLike, force: bool) -> Path:
     """Refuse to overwrite an existing --out file unless force."""
     out = Path(out)
