@@ -50,6 +50,7 @@ CONVERGENCE = [
     ("lms", {"order": 2}, 2, 0.25, karras_grid, 10.0, 0.05, (16, 32, 64)),
     ("plms", {}, 4, 0.75, uniform_sigma_grid, 5.0, 1.0, (16, 32, 64)),
     ("ipndm", {}, 4, 0.75, uniform_sigma_grid, 5.0, 1.0, (16, 32, 64)),
+    ("pndm", {}, 4, 0.75, uniform_sigma_grid, 5.0, 1.0, (16, 32, 64)),
     ("plms", {}, 2, 0.3, karras_grid, 10.0, 0.05, (16, 32, 64)),
     ("ipndm", {}, 2, 0.3, karras_grid, 10.0, 0.05, (16, 32, 64)),
     ("unipc", {"lower_order_final": False}, 3, 0.25, karras_grid, 10.0, 0.05, (32, 64, 128)),
@@ -68,9 +69,9 @@ def test_multistep_sampler_converges_at_its_order(name, opts, order, tol, grid_o
     assert abs(slope - order) < tol, (errors, slope)
 
 
-@pytest.mark.parametrize("name", ["lms", "plms", "ipndm", "unipc", "deis"])
+@pytest.mark.parametrize("name", ["lms", "plms", "pndm", "ipndm", "unipc", "deis"])
 def test_declared_order_is_the_default_methods_order(name):
-    expected = {"lms": 4, "plms": 4, "ipndm": 4, "unipc": 3, "deis": 2}[name]
+    expected = {"lms": 4, "plms": 4, "pndm": 4, "ipndm": 4, "unipc": 3, "deis": 2}[name]
     meta = SAMPLERS.meta(name)
     assert meta["order"] == expected and meta["stochastic"] is False
 
@@ -209,6 +210,35 @@ def test_plms_matches_diffusers_pndm(alpha_to_one):
     ref = run_diffusers(sched, x_native)
     out = sample("plms", fn, x_native * (1 + sigmas[0] ** 2).sqrt(), sigmas)
     assert rel_error(out / (1 + sigmas[-1] ** 2).sqrt(), ref) < 1e-4
+
+
+@pytest.mark.parametrize("alpha_to_one", [True, False])
+def test_pndm_matches_diffusers_pndm_with_runge_kutta_warm_up(alpha_to_one):
+    """PNDMScheduler(skip_prk_steps=False): 3 pseudo Runge–Kutta steps (12 evaluations, half steps
+    at t − T/(2N)), then PLMS; difflab's `pndm` with those half-step σs gives the same sample."""
+    diffusers = pytest.importorskip("diffusers")
+    sched = diffusers.PNDMScheduler(skip_prk_steps=False, steps_offset=1,
+                                    set_alpha_to_one=alpha_to_one)  # fmt: skip
+    steps = 20
+    sched.set_timesteps(steps)
+    ts = sorted(set(sched._timesteps.tolist()), reverse=True)  # the N main timesteps
+    mids = [t - sched.config.num_train_timesteps // steps // 2 for t in ts[:3]]
+    abar = sched.alphas_cumprod.double()
+    a_final = 1.0 if alpha_to_one else abar[0].item()
+
+    def sigma_of(t):
+        return ((1 - abar[t]) / abar[t]).sqrt()
+
+    sigmas = torch.cat([sigma_of(ts), torch.tensor([math.sqrt((1 - a_final) / a_final)])])
+    fn = sigma_space_denoiser([*sigmas[:-1], *sigma_of(mids)], [*ts, *mids])
+    x_native = start_noise()
+    ref = run_diffusers(sched, x_native)
+    assert len(sched.timesteps) == steps + 9  # the warm-up costs 4 evaluations per step
+    out = sample("pndm", fn, x_native * (1 + sigmas[0] ** 2).sqrt(), sigmas,
+                 sigma_mids=sigma_of(mids).tolist())  # fmt: skip
+    assert rel_error(out / (1 + sigmas[-1] ** 2).sqrt(), ref) < 1e-4
+    plms = sample("plms", fn, x_native * (1 + sigmas[0] ** 2).sqrt(), sigmas)
+    assert rel_error(plms / (1 + sigmas[-1] ** 2).sqrt(), ref) > 1e-3  # the warm-up matters
 
 
 def native_run(diffusers_scheduler, name, steps, **opts):

@@ -70,18 +70,35 @@ def lms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, order: int = 4) 
     return x
 
 
-def _adams_bashforth(fn, x, sigmas, callback, order: int, heun_start: bool) -> Tensor:
-    """Equal-step Adams–Bashforth on d = (x − D)/σ, warmed up by Heun or by lower orders."""
+def _slope(fn, x: Tensor, sigma: Tensor) -> Tensor:
+    """d = (x − D(x; σ))/σ, the probability-flow ODE's dx/dσ (= ε̂ of a VP model)."""
+    return (x - denoise(fn, x, sigma)) / sigma
+
+
+def _pseudo_rk4(fn, x, d1, sigma, sigma_mid, sigma_next) -> Tensor:
+    """PNDM's pseudo Runge–Kutta slope: RK4 with the DDIM transfer φ (an Euler step in σ) as the
+    update and ε̂ at σ, twice at the half step σ_mid, and at σ_next (Liu et al. 2022, Eq. 11)."""
+    d2 = _slope(fn, x + (sigma_mid - sigma) * d1, sigma_mid)
+    d3 = _slope(fn, x + (sigma_mid - sigma) * d2, sigma_mid)
+    d4 = _slope(fn, x + (sigma_next - sigma) * d3, sigma_next)
+    return (d1 + 2 * d2 + 2 * d3 + d4) / 6
+
+
+def _adams_bashforth(fn, x, sigmas, callback, order: int, heun_start: bool,
+                     prk_mids: list | None = None) -> Tensor:  # fmt: skip
+    """Equal-step Adams–Bashforth on d = (x − D)/σ, warmed up by Heun, by pseudo Runge–Kutta
+    steps (one per half-step σ in `prk_mids`) or by lower orders."""
     ds: list[Tensor] = []  # newest first
     for i in range(len(sigmas) - 1):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
         denoised = denoise(fn, x, sigma)
         ds = [(x - denoised) / sigma, *ds][:order]
-        if heun_start and i == 0 and sigma_next > 0:
+        if prk_mids is not None and i < len(prk_mids) and sigma_next > 0:
+            d = _pseudo_rk4(fn, x, ds[0], sigma, prk_mids[i], sigma_next)
+        elif heun_start and i == 0 and sigma_next > 0:
             # Pseudo improved Euler: average d at both ends (Liu et al. 2022, Eq. 13 / diffusers)
             x_euler = x + (sigma_next - sigma) * ds[0]
-            d_next = (x_euler - denoise(fn, x_euler, sigma_next)) / sigma_next
-            d = (ds[0] + d_next) / 2
+            d = (ds[0] + _slope(fn, x_euler, sigma_next)) / 2
         else:
             d = sum(c * d for c, d in zip(AB_COEFFS[len(ds) - 1], ds))
         x = x + (sigma_next - sigma) * d
@@ -94,6 +111,23 @@ def plms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None) -> Tensor:
     """PLMS: 4-step Adams–Bashforth on ε with a pseudo improved Euler first step (Liu et al. 2022,
     Eq. 12–13; diffusers PNDMScheduler with skip_prk_steps=True)."""
     return _adams_bashforth(fn, x, sigmas, callback, 4, heun_start=True)
+
+
+@SAMPLERS.register("pndm", order=4, stochastic=False)
+def pndm(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None,
+         sigma_mids: list[float] | None = None) -> Tensor:  # fmt: skip
+    """PNDM: three pseudo Runge–Kutta warm-up steps, then 4-step pseudo linear multistep (Liu et
+    al. 2022, Alg. 1; diffusers PNDMScheduler). The warm-up's half steps are at `sigma_mids`
+    (one σ per warm-up step; default the log-σ midpoints √(σ_i σ_{i+1}))."""
+    n_warm = min(3, len(sigmas) - 1)
+    if sigma_mids is None:
+        sigma_mids = [(sigmas[i] * sigmas[i + 1]).sqrt() for i in range(n_warm)]
+    elif len(sigma_mids) != n_warm:
+        raise UsageError(
+            f"pndm sigma_mids needs {n_warm} values (one per warm-up step), got {len(sigma_mids)}"
+        )
+    mids = [torch.as_tensor(m, dtype=sigmas.dtype, device=sigmas.device) for m in sigma_mids]
+    return _adams_bashforth(fn, x, sigmas, callback, 4, heun_start=False, prk_mids=mids)
 
 
 @SAMPLERS.register("ipndm", order=4, stochastic=False)
