@@ -85,6 +85,11 @@ def main() -> None:
         "--samplers", default=",".join(n for n in SAMPLERS.names() if n != "ode_adaptive")
     )
     ap.add_argument("--out", default="bench-out/nfe")
+    ap.add_argument(
+        "--reference-fd",
+        type=float,
+        help="reuse the 1000-step DDPM FD of an earlier run with the same settings",
+    )
     ap.add_argument("--guidance", action="append", default=[],
                     help="guidance spec, e.g. static_threshold (clip x̂0 for ε-models)")  # fmt: skip
     args = ap.parse_args()
@@ -95,7 +100,11 @@ def main() -> None:
     ref, net = load_ref(args.ref), load_feature_net({"name": "domain", "path": args.features})
     guidance = build_guidance(args.guidance, shape=shape)
     rows = []
-    base_fd, base_nfe, base_s = run_once(denoiser, shape, "ddpm", 1000, args.n, ref, net, guidance)
+    if args.reference_fd is None:
+        base_fd, base_nfe, base_s = run_once(denoiser, shape, "ddpm", 1000, args.n, ref, net,
+                                             guidance)  # fmt: skip
+    else:  # deterministic seeds: the same --n/--ref/--guidance give the same reference FD
+        base_fd, base_nfe, base_s = args.reference_fd, 1000, float("nan")
     rows.append({"sampler": "ddpm", "target": 1000, "steps": 1000, "nfe": base_nfe, "fd": base_fd,
                  "s_per_image": base_s})  # fmt: skip
     print(f"reference ddpm 1000 steps: FD {base_fd:.3f}", flush=True)
