@@ -235,6 +235,11 @@ def in_loop_evaluator(cfg: Config):
             "train.eval_every needs train.eval_ref (a .npz from `difflab ref-stats` of held-out "
             "data) and train.eval_features (the feature net it was made with)"
         )
+    if (cfg.model.cond or {}).get("name") == "image":
+        raise UsageError(
+            "train.eval_every samples without user input, but an image-conditional model needs "
+            "conditioning images; set train.eval_every = 0 and use `difflab eval --image`"
+        )
     from difflab.evaluate import InLoopFD
 
     return InLoopFD(cfg.train.eval_ref, cfg.train.eval_features, cfg.train.eval_n, cfg.sample.seed)

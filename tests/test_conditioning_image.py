@@ -54,6 +54,10 @@ def test_image_condition_needs_image_data(tmp_path):
     cfg = load_config("swiss_roll", ["model.cond={name='image'}", "train.steps=1"])
     with pytest.raises(UsageError, match="needs an image dataset"):
         train(cfg, tmp_path / "run")
+    cfg = _tiny_cfg("model.cond={name='image'}", "train.eval_every=2", "train.eval_ref=r.npz")
+    with pytest.raises(UsageError, match="needs conditioning images"):
+        train(cfg, tmp_path / "run2")
+    assert not (tmp_path / "run2").exists()
 
 
 @pytest.fixture(scope="module")
