@@ -110,9 +110,18 @@ def structure_score(encoder, ref: NoisedReference) -> Objective:
     return _feature_score(encoder, ref, lambda f, t: (f - t).pow(2).flatten(1).mean(1))
 
 
+def relative_gram_distance(f: Tensor, t: Tensor) -> Tensor:
+    """‖G(f) − G(t)‖²_F / ‖G(t)‖²_F per item [B]: scale-free, so a style scale is comparable to
+    the other terms' (raw Gram distances of small feature maps are ~1e-5 of them)."""
+    gt = gram(t)  # [1 or B, C, C]
+    energy = gt.pow(2).flatten(1).sum(1).clamp_min(1e-12)  # [1 or B]
+    return (gram(f) - gt).pow(2).flatten(1).sum(1) / energy  # [B]
+
+
 def style_score(encoder, ref: NoisedReference) -> Objective:
-    """F = −Σ_l mean‖G(f_l(x_σ)) − G(f_l(x_ref,σ))‖² (Liu et al. 2023, style guidance)."""
-    return _feature_score(encoder, ref, lambda f, t: (gram(f) - gram(t)).pow(2).flatten(1).mean(1))
+    """F = −Σ_l ‖G(f_l(x_σ)) − G(f_l(x_ref,σ))‖² / ‖G(f_l(x_ref,σ))‖² (Liu et al. 2023, style
+    guidance, with the Gram distance of Gatys et al. 2016 normalised by the reference's)."""
+    return _feature_score(encoder, ref, relative_gram_distance)
 
 
 def text_score(encoder, text_embedding: Tensor) -> Objective:
