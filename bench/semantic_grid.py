@@ -38,7 +38,8 @@ def judged(judge, images: torch.Tensor) -> torch.Tensor:
 def draw(rows: list[tuple[str, np.ndarray, np.ndarray]], path: Path, cells: int) -> None:
     """One labelled row per (title, reference [C,H,W], samples [N,C,H,W]) as a PNG."""
     plt = _pyplot()
-    fig, axes = plt.subplots(len(rows), cells + 1, figsize=(0.8 * (cells + 1), 0.85 * len(rows)))
+    fig, axes = plt.subplots(len(rows), cells + 1,
+                             figsize=(0.8 * (cells + 1) + 1.0, 0.85 * len(rows)))  # fmt: skip
     for r, (title, ref, samples) in enumerate(rows):
         for c, img in enumerate([ref, *samples[:cells]]):
             ax = axes[r, c]
@@ -50,6 +51,7 @@ def draw(rows: list[tuple[str, np.ndarray, np.ndarray]], path: Path, cells: int)
                 for side in ax.spines.values():
                     side.set_color("red")
     fig.tight_layout(pad=0.2)
+    fig.subplots_adjust(left=1.0 / (0.8 * (cells + 1) + 1.0))  # room for the row labels
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
