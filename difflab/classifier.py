@@ -17,18 +17,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from difflab.errors import UsageError
-from difflab.features import holdout_split
 from difflab.noise_aware import (
     NoiseAwareNet,
     build_net,
-    check_out,
-    default_options,
     fit,
-    image_data,
     load_net,
     noised_top1,
     save_net,
-    sigma_range,
+    setup,
 )
 
 EVAL_SIGMAS = (0.05, 0.5, 2.0, 10.0)
@@ -104,22 +100,12 @@ def train_classifier(
     Cross-entropy on noised data at all σ (Dhariwal & Nichol 2021, §4), σ log-uniform on
     [0.002, 80] by default; meta["test_accuracy"] maps each σ to held-out accuracy.
     """
-    out = check_out(out, force)
-    data = image_data(dataset_spec, "classifier")
-    if not 0 < test_fraction < 1:
-        raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")
-    train, test = holdout_split(data, test_fraction)
-    defaults = default_options()
-    net = {**defaults["net"], **(net or {})}
-    density = {**defaults["density"], **(density or {})}
-    meta = {
-        "dataset": dataset_spec if isinstance(dataset_spec, dict) else {"name": dataset_spec},
-        "class_names": list(data.class_names or map(str, range(data.num_classes))),
-        "shape": list(data.shape), "sigma_data": sigma_data, "net": net, "density": density,
-        "sigma_range": sigma_range(density),
-        "train": dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, ema_decay=ema_decay,
-                      weight_decay=weight_decay, test_fraction=test_fraction),
-    }  # fmt: skip
+    out, data, train, test, meta = setup(
+        dataset_spec, "classifier", out, force=force, test_fraction=test_fraction, net=net,
+        density=density, sigma_data=sigma_data, steps=steps, batch_size=batch_size, lr=lr,
+        seed=seed, ema_decay=ema_decay, weight_decay=weight_decay,
+    )  # fmt: skip
+    density = meta["density"]
     torch.manual_seed(seed)
     model = NoiseAwareClassifier.from_meta(meta)
     model = fit(

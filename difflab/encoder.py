@@ -19,18 +19,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from difflab.errors import UsageError
-from difflab.features import holdout_split
 from difflab.noise_aware import (
     NoiseAwareNet,
     build_net,
-    check_out,
-    default_options,
     fit,
-    image_data,
     load_net,
     noised_top1,
     save_net,
-    sigma_range,
+    setup,
 )
 
 EVAL_SIGMAS = (0.05, 0.5, 2.0, 10.0)
@@ -148,38 +144,30 @@ def train_encoder(
     `.name`); `prompts` are captions per class (default: difflab.captions templates);
     meta["test_accuracy"] maps each σ in `eval_sigmas` to zero-shot accuracy.
     """
-    out = check_out(out, force)
-    data = image_data(dataset_spec, "encoder")
-    if not 0 < test_fraction < 1:
-        raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")
+    out, data, train, test, meta = setup(
+        dataset_spec, "encoder", out, force=force, test_fraction=test_fraction, net=net,
+        density=density, sigma_data=sigma_data, steps=steps, batch_size=batch_size, lr=lr,
+        seed=seed, ema_decay=ema_decay, weight_decay=weight_decay,
+    )  # fmt: skip
     if isinstance(text_encoder, str):
         from difflab.text import load_text_encoder
 
         text_encoder = load_text_encoder(text_encoder)
-    spec = dataset_spec if isinstance(dataset_spec, dict) else {"name": dataset_spec}
-    class_names = list(data.class_names or map(str, range(data.num_classes)))
+    class_names = meta["class_names"]
     if prompts is None:
         from difflab.captions import captions
 
-        prompts = captions(spec["name"], class_names)
+        prompts = captions(meta["dataset"]["name"], class_names)
     if len(prompts) != len(class_names) or not all(prompts):
         raise UsageError(
             f"need a non-empty caption list for each of the {len(class_names)} classes of "
-            f"{spec['name']}, got {len(prompts)} lists; pass one list of captions per class"
+            f"{meta['dataset']['name']}, got {len(prompts)} lists; pass one list of captions per "
+            "class"
         )
     pooled, owner = caption_table(text_encoder, prompts)  # [T, D], [T]
-    train, test = holdout_split(data, test_fraction)
-    defaults = default_options()
-    net = {**defaults["net"], **(net or {})}
-    density = {**defaults["density"], **(density or {})}
-    meta = {
-        "dataset": spec, "class_names": class_names, "shape": list(data.shape),
-        "sigma_data": sigma_data, "net": net, "density": density,
-        "sigma_range": sigma_range(density), "dim": int(text_encoder.dim),
-        "text_encoder": getattr(text_encoder, "name", str(text_encoder)),
-        "train": dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, ema_decay=ema_decay,
-                      weight_decay=weight_decay, test_fraction=test_fraction),
-    }  # fmt: skip
+    meta |= {"dim": int(text_encoder.dim),
+             "text_encoder": getattr(text_encoder, "name", str(text_encoder))}  # fmt: skip
+    density = meta["density"]
     torch.manual_seed(seed)
     model = NoiseAwareEncoder.from_meta(meta)
     model.class_embeddings.copy_(class_means(pooled, owner, len(class_names)))

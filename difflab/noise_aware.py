@@ -24,6 +24,7 @@ from difflab.data import Dataset, InfiniteLoader, load_dataset
 from difflab.dist import pick_device
 from difflab.ema import EMA
 from difflab.errors import UsageError
+from difflab.features import holdout_split
 from difflab.losses import lognormal
 from difflab.nets import NETS
 from difflab.precond import _bcast, edm
@@ -205,6 +206,29 @@ def noised_top1(
         pred = logits(x, torch.tensor(sigma)).argmax(1).cpu()  # [b]
         correct += int((pred == labels[i : i + len(xb)]).sum())
     return correct / len(x0)
+
+
+def setup(
+    dataset_spec: str | dict[str, Any], what: str, out: str | os.PathLike, *, force: bool,
+    test_fraction: float, net: dict | None, density: dict | None, sigma_data: float,
+    **train_opts: Any,
+) -> tuple[Path, Dataset, Dataset, Dataset, dict[str, Any]]:  # fmt: skip
+    """The shared start of every noise-aware trainer: (checked out path, data, train split, test
+    split, meta with dataset/classes/shape/net/density/training options); writes nothing."""
+    out = check_out(out, force)
+    data = image_data(dataset_spec, what)
+    if not 0 < test_fraction < 1:
+        raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")
+    defaults = default_options()
+    net = {**defaults["net"], **(net or {})}
+    density = {**defaults["density"], **(density or {})}
+    meta = {
+        "dataset": dataset_spec if isinstance(dataset_spec, dict) else {"name": dataset_spec},
+        "class_names": list(data.class_names or map(str, range(data.num_classes))),
+        "shape": list(data.shape), "sigma_data": sigma_data, "net": net, "density": density,
+        "sigma_range": sigma_range(density), "train": {**train_opts, "test_fraction": test_fraction},
+    }  # fmt: skip
+    return out, data, *holdout_split(data, test_fraction), meta
 
 
 def check_out(out: str | os.PathLike, force: bool) -> Path:
