@@ -158,36 +158,5 @@ class EncoderUNet(nn.Module):
         return self.forward_features(x, c_noise)[0]  # [B, out_dim]
 
 
-@NETS.register("encoder_unet", output="vector")
-def encoder_unet(
-    *,
-    in_channels: int,
-    out_dim: int,
-    resolution: int,
-    model_channels: int = 64,
-    channel_mult: tuple[int, ...] = (1, 2, 2),
-    num_res_blocks: int = 2,
-    attention_resolutions: tuple[int, ...] = (16,),
-    num_heads: int = 4,
-    head_channels: int = -1,
-    dropout: float = 0.0,
-    resblock_updown: bool = True,
-    skip_scale: float = 2**-0.5,
-    channels_last: bool = True,
-) -> EncoderUNet:
-    """ADM encoder U-Net with attention pooling (Dhariwal & Nichol 2021, noise-aware classifier)."""
-    return EncoderUNet(
-        in_channels=in_channels,
-        out_dim=out_dim,
-        resolution=resolution,
-        model_channels=model_channels,
-        channel_mult=tuple(channel_mult),
-        num_res_blocks=num_res_blocks,
-        attention_resolutions=tuple(attention_resolutions),
-        num_heads=num_heads,
-        head_channels=head_channels,
-        dropout=dropout,
-        resblock_updown=resblock_updown,
-        skip_scale=skip_scale,
-        channels_last=channels_last,
-    )
+# The class is its own factory: the registry checks options against __init__'s keywords.
+NETS.register("encoder_unet", output="vector")(EncoderUNet)
