@@ -31,7 +31,12 @@ from difflab.train import load_denoiser
 UNIFORM = {"ddpm", "ddim", "plms", "ipndm"}  # timestep-respacing samplers on discrete schedules
 
 
-def grid_for(denoiser, name: str) -> str:
+GRID: dict | None = None  # --discretization: one σ grid for every sampler
+
+
+def grid_for(denoiser, name: str) -> str | dict:
+    if GRID is not None:
+        return GRID
     return "uniform" if name in UNIFORM and denoiser.schedule.discrete else "karras"
 
 
@@ -85,6 +90,10 @@ def main() -> None:
         "--samplers", default=",".join(n for n in SAMPLERS.names() if n != "ode_adaptive")
     )
     ap.add_argument("--out", default="bench-out/nfe")
+    ap.add_argument("--discretization", type=json.loads,
+                    help='one σ grid for all samplers, e.g. \'{"name": "uniform", "spacing": '
+                         '"trailing"}\' (default: uniform for DDPM-family samplers on discrete '
+                         "schedules, karras otherwise)")  # fmt: skip
     ap.add_argument(
         "--reference-fd",
         type=float,
@@ -93,6 +102,8 @@ def main() -> None:
     ap.add_argument("--guidance", action="append", default=[],
                     help="guidance spec, e.g. static_threshold (clip x̂0 for ε-models)")  # fmt: skip
     args = ap.parse_args()
+    global GRID
+    GRID = args.discretization
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     denoiser, config, _ = load_denoiser(args.run)
