@@ -94,13 +94,13 @@ def clf(clf_path):
 
 
 @pytest.fixture(scope="module")
-def test_split():
+def heldout_digits():
     data = load_dataset({**DIGITS, "split": "test"})  # disjoint from split="train"
     return data.to_model(data.x), data.labels
 
 
-def test_classifier_beats_chance_when_clean_and_is_chance_at_huge_sigma(clf, test_split):
-    x0, labels = test_split  # 359 images, 10 roughly balanced classes: chance ≈ 0.1
+def test_classifier_beats_chance_when_clean_and_is_chance_at_huge_sigma(clf, heldout_digits):
+    x0, labels = heldout_digits  # 359 images, 10 roughly balanced classes: chance ≈ 0.1
     assert noised_accuracy(clf, x0, labels, 0.05) > 0.7
     # At σ = 80 the image carries ~nothing (SNR (0.5/80)²): Bayes accuracy is the class prior
     assert noised_accuracy(clf, x0, labels, 80.0) < 0.2
@@ -188,9 +188,9 @@ def enc_path(tmp_path_factory):
     return path
 
 
-def test_encoder_learns_zero_shot_captions(enc_path, test_split):
+def test_encoder_learns_zero_shot_captions(enc_path, heldout_digits):
     enc = load_encoder(enc_path)
-    x0, labels = test_split
+    x0, labels = heldout_digits
     assert enc.text_encoder == "hash" and enc.dim == 32
     assert zero_shot_accuracy(enc, x0, labels, 0.05) > 0.7  # chance ≈ 0.1
     assert zero_shot_accuracy(enc, x0, labels, 80.0) < 0.2
@@ -208,7 +208,7 @@ def test_encoder_embed_unit_norm_and_features(enc_path):
         enc.check_compatible((1, 16, 16))
 
 
-def test_encoder_with_minilm_beats_chance(tmp_path, test_split):
+def test_encoder_with_minilm_beats_chance(tmp_path, heldout_digits):
     text = pytest.importorskip("difflab.text", reason="difflab.text (MiniLM) not written yet")
     pytest.importorskip("difflab.captions", reason="difflab.captions not written yet")
     try:
@@ -218,7 +218,7 @@ def test_encoder_with_minilm_beats_chance(tmp_path, test_split):
     enc = train_encoder(DIGITS, tmp_path / "e.safetensors", text_encoder=text_encoder,
                         steps=150, **FAST)  # fmt: skip
     assert enc.text_encoder == "minilm"
-    assert zero_shot_accuracy(enc, *test_split, 0.05) > 0.3  # chance ≈ 0.1
+    assert zero_shot_accuracy(enc, *heldout_digits, 0.05) > 0.3  # chance ≈ 0.1
 
 
 def difflab(*args):
