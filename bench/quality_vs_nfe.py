@@ -40,18 +40,25 @@ def grid_for(denoiser, name: str) -> str | dict:
     return "uniform" if name in UNIFORM and denoiser.schedule.discrete else "karras"
 
 
-def run_once(denoiser, shape, name, steps, n, ref, net, guidance):
-    """(FD, measured NFE, seconds per image) for one sampler at one step count."""
-    calls = [0]
+def counted(guidance, calls: list[int]):
+    """The guidance chain with each network evaluation counted in calls[0]."""
 
     def counting(den, cond):
         fn = guidance(den, cond)
 
-        def counted(x, sigma):
+        def count(x, sigma):
             calls[0] += 1
             return fn(x, sigma)
 
-        return counted
+        return count
+
+    return counting
+
+
+def run_once(denoiser, shape, name, steps, n, ref, net, guidance):
+    """(FD, measured NFE, seconds per image) for one sampler at one step count."""
+    calls = [0]
+    counting = counted(guidance, calls)
 
     start = time.perf_counter()
     batches = generate(denoiser, shape, n=n, seed=0, batch_size=n, sampler=name, steps=steps,
@@ -64,15 +71,7 @@ def run_once(denoiser, shape, name, steps, n, ref, net, guidance):
 def steps_for(denoiser, shape, name, nfe, guidance) -> int:
     """Steps whose NFE is closest to `nfe`, from a short trial run's evaluations per step."""
     calls = [0]
-
-    def counting(den, cond):
-        fn = guidance(den, cond)
-
-        def counted(x, sigma):
-            calls[0] += 1
-            return fn(x, sigma)
-
-        return counted
+    counting = counted(guidance, calls)
 
     list(generate(denoiser, shape, n=1, sampler=name, steps=10, guidance=counting,
                   discretization=grid_for(denoiser, name)))  # fmt: skip

@@ -17,6 +17,7 @@ from difflab.cli_eval import add_commands as add_eval_commands
 from difflab.cli_nll import add_commands as add_nll_commands
 from difflab.config import builtin_configs, load_config, parse_value, to_toml
 from difflab.errors import UsageError
+from difflab.request import add_request_arguments
 
 
 def _progress(total: int, desc: str, quiet: bool):
@@ -64,11 +65,10 @@ def run_training(cfg, out: Path, resume: bool, quiet: bool) -> Path:
 
 
 def cmd_sample(args) -> int:
-    from difflab.conditioning import parse_classes
     from difflab.data import model_to_images
     from difflab.generate import generate, save_grid, save_images
     from difflab.plots import plot_points
-    from difflab.request import request
+    from difflab.request import request_from_args
     from difflab.train import load_denoiser
 
     out = Path(args.out)
@@ -85,11 +85,7 @@ def cmd_sample(args) -> int:
     steps = args.steps or defaults["steps"]
     disc = {"name": args.discretization} if args.discretization else defaults["discretization"]
     shape = tuple(config["model"]["shape"])
-    cond, guidance, asked = request(
-        denoiser, config, args.n, guidance=args.guidance or [],
-        classes=parse_classes(args.classes), prompts=args.prompt or [],
-        images=args.image or [],
-    )  # fmt: skip
+    cond, guidance, asked = request_from_args(denoiser, config, args.n, args)
     n_batches = -(-args.n // args.batch_size)
     bar = _progress(n_batches * steps, "sample", args.quiet)
     out.mkdir(parents=True, exist_ok=True)
@@ -196,27 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sampler option, e.g. --option s_churn=10")  # fmt: skip
     s.add_argument("--batch-size", type=int, default=64)
-    s.add_argument(
-        "--class",
-        dest="classes",
-        action="append",
-        default=[],
-        metavar="K",
-        help="class index (repeat or comma list; cycled over samples; default: all)",
-    )
-    s.add_argument(
-        "--prompt",
-        action="append",
-        default=[],
-        metavar="TEXT",
-        help="text prompt for a text-conditional model (repeatable; cycled)",
-    )
-    s.add_argument("--image", action="append", default=[], metavar="FILE",
-                   help="conditioning image for an image-conditional model, full size or "
-                        "low resolution (repeatable; cycled)")  # fmt: skip
-    s.add_argument("--guidance", action="append", default=[], metavar="SPEC",
-                   help="e.g. cfg:scale=3, classifier:ckpt=c.safetensors,scale=2, "
-                   "style:ref=img.png,scale=50; join with '+' (difflab list guidances)")  # fmt: skip
+    add_request_arguments(s, what="samples")
     s.set_defaults(func=cmd_sample)
 
     add_eval_commands(sub, common)

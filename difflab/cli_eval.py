@@ -9,6 +9,7 @@ import torch
 
 from difflab.config import parse_value
 from difflab.errors import UsageError
+from difflab.request import add_request_arguments
 
 
 def feature_spec(name: str | None, weights: str | None) -> dict:
@@ -62,10 +63,9 @@ def cmd_ref_stats(args) -> int:
 
 def _sampled_images(path: Path, args, steps: int | None):
     """(uint8 images [n, C, H, W], origin dict, class labels [n] or None) from one checkpoint."""
-    from difflab.conditioning import parse_classes
     from difflab.data import model_to_images
     from difflab.generate import generate
-    from difflab.request import request
+    from difflab.request import request_from_args
     from difflab.train import load_denoiser
 
     denoiser, config, info = load_denoiser(path)
@@ -73,11 +73,7 @@ def _sampled_images(path: Path, args, steps: int | None):
     sampler = {"name": args.sampler} if args.sampler else s["sampler"]
     steps = steps or s["steps"]
     disc = {"name": args.discretization} if args.discretization else s["discretization"]
-    cond, guidance, asked = request(
-        denoiser, config, args.n, guidance=args.guidance or [],
-        classes=parse_classes(args.classes), prompts=args.prompt or [],
-        images=args.image or [],
-    )  # fmt: skip
+    cond, guidance, asked = request_from_args(denoiser, config, args.n, args)
     batches = generate(
         denoiser, tuple(config["model"]["shape"]), n=args.n, seed=args.seed,
         batch_size=args.batch_size, sampler=sampler, steps=steps, discretization=disc,
@@ -192,26 +188,7 @@ def add_commands(sub, common) -> None:
     e.add_argument("--sampler")
     e.add_argument("--steps", help="sampling steps; a comma list (5,10,20) evaluates each")
     e.add_argument("--discretization")
-    e.add_argument(
-        "--guidance",
-        action="append",
-        metavar="SPEC",
-        help="guidance term, as for `difflab sample` (repeatable)",
-    )
-    e.add_argument(
-        "--class",
-        dest="classes",
-        action="append",
-        metavar="K",
-        help="classes to sample (repeatable or comma list; default every class)",
-    )
-    e.add_argument("--prompt", action="append", help="prompt(s) to sample, cycled")
-    e.add_argument(
-        "--image",
-        action="append",
-        metavar="FILE",
-        help="conditioning image(s) for an image-conditional model, cycled",
-    )
+    add_request_arguments(e, what="evaluated samples")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--batch-size", type=int, default=250)
     e.add_argument("--out", help="also write the JSON report here")

@@ -219,6 +219,11 @@ def resolve_cond(spec: dict | None, dataset, dataset_name: str) -> dict:
     return spec
 
 
+def cycle(items: Sequence, n: int) -> list:
+    """items repeated in order to length n (sample i asks for items[i mod len])."""
+    return [items[i % len(items)] for i in range(n)]
+
+
 def parse_classes(items: list[str] | None) -> list[int]:
     """CLI --class values (repeatable, or comma lists) → class indices; a non-integer is an error."""
     out = []
@@ -274,17 +279,17 @@ def sampling_cond(
     if kind == "none":
         asked = {}
         if classes:
-            asked["classes"] = [classes[i % len(classes)] for i in range(n)]
+            asked["classes"] = cycle(classes, n)
         if prompts:
-            asked["prompts"] = [prompts[i % len(prompts)] for i in range(n)]
+            asked["prompts"] = cycle(prompts, n)
         cond = {"labels": torch.tensor(asked["classes"])} if classes else {}
         return cond, asked
     if prompts and kind == "text":
-        asked = [prompts[i % len(prompts)] for i in range(n)]
+        asked = cycle(prompts, n)
         return _encode_prompts(conditioner, asked), {"prompts": asked}
     num_classes = conditioner.num_classes if kind == "class" else len(conditioner.class_names)
     pool = list(classes) or list(range(num_classes))
-    labels = torch.tensor([pool[i % len(pool)] for i in range(n)], dtype=torch.int64)  # [n]
+    labels = torch.tensor(cycle(pool, n), dtype=torch.int64)  # [n]
     bad = [k for k in pool if not 0 <= k < num_classes]
     if bad:
         raise UsageError(

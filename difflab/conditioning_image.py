@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from difflab.conditioning import CONDITIONERS, Cond, Conditioner
+from difflab.conditioning import CONDITIONERS, Cond, Conditioner, cycle
 from difflab.errors import UsageError
 
 SOURCES = ("lowres",)
@@ -80,5 +80,5 @@ def read_images(paths: list[str], shape: tuple[int, ...], n: int) -> Tensor:
         loaded.append(load_image(Path(p), shape[0], None))  # [C, h, w] uint8
     if len({tuple(im.shape) for im in loaded}) > 1:
         raise UsageError("--image files differ in size; pass images of one size")
-    batch = torch.stack([loaded[i % len(loaded)] for i in range(n)])  # [n, C, h, w]
+    batch = torch.stack(cycle(loaded, n))  # [n, C, h, w]
     return images_to_model(batch)

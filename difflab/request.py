@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from difflab.conditioning import Cond, sampling_cond
+from difflab.conditioning import Cond, cycle, parse_classes, sampling_cond
 from difflab.conditioning_image import read_images
 
 
@@ -45,6 +45,29 @@ def request(
         guided_by=[s["name"] for s in specs], images=pixels, shape=shape,
     )  # fmt: skip
     if images:
-        asked["images"] = [str(images[i % len(images)]) for i in range(n)]
+        asked["images"] = cycle([str(p) for p in images], n)
     chain = build_guidance(specs, shape=shape, device=device, prompt=(list(prompts) or [None])[0])
     return cond, chain, asked | ({"guidance": specs} if specs else {})
+
+
+def add_request_arguments(parser, *, what: str) -> None:
+    """The --class/--prompt/--image/--guidance options of `difflab sample` and `difflab eval`."""
+    parser.add_argument("--class", dest="classes", action="append", default=[], metavar="K",
+                        help=f"class index of the {what} (repeat or comma list; cycled; "
+                             "default: every class in turn)")  # fmt: skip
+    parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                        help="text prompt for a text-conditional model or text guidance "
+                             "(repeatable; cycled)")  # fmt: skip
+    parser.add_argument("--image", action="append", default=[], metavar="FILE",
+                        help="conditioning image for an image-conditional model, full size or "
+                             "low resolution (repeatable; cycled)")  # fmt: skip
+    parser.add_argument("--guidance", action="append", default=[], metavar="SPEC",
+                        help="e.g. cfg:scale=3, classifier:ckpt=c.safetensors,scale=2, "
+                             "style:ckpt=e.safetensors,ref=img.png,scale=5; join with '+' "
+                             "(difflab list guidances)")  # fmt: skip
+
+
+def request_from_args(denoiser, config: dict, n: int, args, device="cpu"):
+    """`request` with the options `add_request_arguments` parsed into `args`."""
+    return request(denoiser, config, n, guidance=args.guidance, classes=parse_classes(args.classes),
+                   prompts=args.prompt, images=args.image, device=device)  # fmt: skip

@@ -27,6 +27,11 @@ def denoise(fn: DenoiseFn, x: Tensor, sigma: Tensor) -> Tensor:
     return fn(x, sigma.to(x.dtype) * x.new_ones(x.shape[0]))
 
 
+def slope(fn: DenoiseFn, x: Tensor, sigma: Tensor) -> Tensor:
+    """d = (x − D(x; σ))/σ, the probability-flow ODE's dx/dσ (Karras et al. 2022, Eq. 3)."""
+    return (x - denoise(fn, x, sigma)) / sigma
+
+
 def check_order(order: int, max_order: int) -> int:
     """Raise a UsageError unless `order` is an integer in 1..max_order; return it."""
     if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= max_order:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from difflab.samplers import SAMPLERS, check_order, denoise, report
+from difflab.samplers import SAMPLERS, check_order, denoise, report, slope
 from difflab.samplers.euler import ancestral_sigmas
 
 LOWER_ORDER_BELOW = 15  # diffusers: lower_order_final only acts on grids of fewer steps
@@ -79,7 +79,7 @@ def dpm2_step(fn, x: Tensor, sigma: Tensor, sigma_to: Tensor, denoised: Tensor) 
         return x - sigma * d  # Euler to σ = 0: the denoised estimate
     sigma_mid = (sigma * sigma_to).sqrt()
     x_mid = x + (sigma_mid - sigma) * d
-    d_mid = (x_mid - denoise(fn, x_mid, sigma_mid)) / sigma_mid
+    d_mid = slope(fn, x_mid, sigma_mid)
     return x + (sigma_to - sigma) * d_mid
 
 

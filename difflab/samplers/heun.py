@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor
 
-from difflab.samplers import SAMPLERS, denoise, report
+from difflab.samplers import SAMPLERS, denoise, report, slope
 
 
 @SAMPLERS.register("heun", order=2, stochastic=False)
@@ -34,7 +34,7 @@ def heun(
         d = (x - denoised) / sigma_hat
         x_next = x + (sigma_next - sigma_hat) * d
         if sigma_next > 0:
-            d_next = (x_next - denoise(fn, x_next, sigma_next)) / sigma_next
+            d_next = slope(fn, x_next, sigma_next)
             x_next = x + (sigma_next - sigma_hat) * (d + d_next) / 2
         x = x_next
         report(callback, i, x, sigmas, denoised)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from difflab.errors import UsageError
-from difflab.samplers import SAMPLERS, check_order, denoise, report
+from difflab.samplers import SAMPLERS, check_order, denoise, report, slope
 
 # Adams–Bashforth coefficients for equal steps, newest derivative first (Liu et al. 2022, Eq. 12)
 AB_COEFFS = (
@@ -70,17 +70,12 @@ def lms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, order: int = 4) 
     return x
 
 
-def _slope(fn, x: Tensor, sigma: Tensor) -> Tensor:
-    """d = (x − D(x; σ))/σ, the probability-flow ODE's dx/dσ (= ε̂ of a VP model)."""
-    return (x - denoise(fn, x, sigma)) / sigma
-
-
 def _pseudo_rk4(fn, x, d1, sigma, sigma_mid, sigma_next) -> Tensor:
     """PNDM's pseudo Runge–Kutta slope: RK4 with the DDIM transfer φ (an Euler step in σ) as the
     update and ε̂ at σ, twice at the half step σ_mid, and at σ_next (Liu et al. 2022, Eq. 11)."""
-    d2 = _slope(fn, x + (sigma_mid - sigma) * d1, sigma_mid)
-    d3 = _slope(fn, x + (sigma_mid - sigma) * d2, sigma_mid)
-    d4 = _slope(fn, x + (sigma_next - sigma) * d3, sigma_next)
+    d2 = slope(fn, x + (sigma_mid - sigma) * d1, sigma_mid)
+    d3 = slope(fn, x + (sigma_mid - sigma) * d2, sigma_mid)
+    d4 = slope(fn, x + (sigma_next - sigma) * d3, sigma_next)
     return (d1 + 2 * d2 + 2 * d3 + d4) / 6
 
 
@@ -98,7 +93,7 @@ def _adams_bashforth(fn, x, sigmas, callback, order: int, heun_start: bool,
         elif heun_start and i == 0 and sigma_next > 0:
             # Pseudo improved Euler: average d at both ends (Liu et al. 2022, Eq. 13 / diffusers)
             x_euler = x + (sigma_next - sigma) * ds[0]
-            d = (ds[0] + _slope(fn, x_euler, sigma_next)) / 2
+            d = (ds[0] + slope(fn, x_euler, sigma_next)) / 2
         else:
             d = sum(c * d for c, d in zip(AB_COEFFS[len(ds) - 1], ds))
         x = x + (sigma_next - sigma) * d
