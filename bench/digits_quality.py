@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from sklearn.neural_network import MLPClassifier
 
-from difflab.data import load_dataset, model_to_images
-from difflab.generate import generate
-from difflab.train import load_denoiser
+from difflab.core.imageio import model_to_images
+from difflab.data.datasets import load_dataset
+from difflab.inference.generate import generate
+from difflab.storage.models import load_denoiser
 
 
 def classifier() -> tuple[MLPClassifier, float, float]:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from difflab import metrics as M
-from difflab.config import parse_value
-from difflab.data import load_dataset
-from difflab.features import extract, load_feature_net
-from difflab.plots import _pyplot
+from difflab.core.config import parse_value
+from difflab.data.datasets import load_dataset
+from difflab.evaluation import metrics as M
+from difflab.evaluation.features import extract, load_feature_net
+from difflab.evaluation.plots import _pyplot
 
 
 def main() -> None:

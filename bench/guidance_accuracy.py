@@ -24,13 +24,13 @@ from pathlib import Path
 
 import torch
 
-from difflab.data import model_to_images
-from difflab.evaluate import evaluate, load_ref
-from difflab.features import load_feature_net
-from difflab.generate import generate, save_grid
-from difflab.plots import _pyplot
-from difflab.request import request
-from difflab.train import load_denoiser
+from difflab.core.imageio import model_to_images, save_grid
+from difflab.evaluation.evaluate import evaluate, load_ref
+from difflab.evaluation.features import load_feature_net
+from difflab.evaluation.plots import _pyplot
+from difflab.inference.generate import generate
+from difflab.inference.request import request
+from difflab.storage.models import load_denoiser
 
 
 def run_setting(args, run, specs, labels, judge, ref) -> tuple[dict, torch.Tensor]:

@@ -15,7 +15,7 @@ import sys
 
 CHILD = """
 import json, resource, sys, torch
-from difflab.nets import NETS
+from difflab.nets.base import NETS
 res, batch, ch, ckpt = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
 dev = "cuda" if torch.cuda.is_available() else "cpu"
 net = NETS.build({"name": "unet", "model_channels": ch, "channel_mult": [1, 2, 2],

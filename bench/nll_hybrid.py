@@ -20,15 +20,17 @@ from pathlib import Path
 
 import torch
 
-from difflab import checkpoint as ckpt
-from difflab.config import load_config
-from difflab.data import load_dataset, model_to_images
-from difflab.evaluate import evaluate, reference_stats
-from difflab.features import load_feature_net, train_feature_net
-from difflab.generate import generate, save_grid
-from difflab.likelihood import bits_per_dim
-from difflab.request import request
-from difflab.train import load_denoiser, train
+from difflab.core.config import load_config
+from difflab.core.imageio import model_to_images, save_grid
+from difflab.data.datasets import load_dataset
+from difflab.evaluation.evaluate import evaluate, reference_stats
+from difflab.evaluation.features import load_feature_net, train_feature_net
+from difflab.evaluation.likelihood import bits_per_dim
+from difflab.inference.generate import generate
+from difflab.inference.request import request
+from difflab.storage import checkpoint as ckpt
+from difflab.storage.models import load_denoiser
+from difflab import train
 
 MODELS = {"simple": "fashion_mnist16", "hybrid": "fashion_mnist_hybrid"}
 

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import torch
 
-from difflab.data import model_to_images
-from difflab.evaluate import evaluate, load_ref
-from difflab.features import load_feature_net
-from difflab.generate import generate
-from difflab.guidance import build_guidance
-from difflab.plots import _pyplot
-from difflab.samplers import SAMPLERS
-from difflab.train import load_denoiser
+from difflab.core.imageio import model_to_images
+from difflab.evaluation.evaluate import evaluate, load_ref
+from difflab.evaluation.features import load_feature_net
+from difflab.evaluation.plots import _pyplot
+from difflab.guidance.chain import build_guidance
+from difflab.inference.generate import generate
+from difflab.samplers.base import SAMPLERS
+from difflab.storage.models import load_denoiser
 
 UNIFORM = {"ddpm", "ddim", "plms", "ipndm"}  # timestep-respacing samplers on discrete schedules
 

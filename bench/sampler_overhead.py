@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from difflab.config import load_config
-from difflab.samplers import sample
-from difflab.schedules import discretize
-from difflab.train import build_denoiser, load_denoiser
+from difflab.core.config import load_config
+from difflab.core.schedules import discretize
+from difflab.samplers.base import sample
+from difflab.storage.models import build_denoiser, load_denoiser
 
 # difflab sampler → (diffusers scheduler class, its options, difflab sampler options)
 PEERS = {

@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from difflab.captions import captions
-from difflab.data import load_dataset, model_to_images
-from difflab.features import extract, load_feature_net
-from difflab.generate import generate, save_images
-from difflab.plots import _pyplot
-from difflab.request import request
-from difflab.train import load_denoiser
+from difflab.conditioning.captions import captions
+from difflab.core.imageio import model_to_images, save_images
+from difflab.data.datasets import load_dataset
+from difflab.evaluation.features import extract, load_feature_net
+from difflab.evaluation.plots import _pyplot
+from difflab.inference.generate import generate
+from difflab.inference.request import request
+from difflab.storage.models import load_denoiser
 
 
 def judged(judge, images: torch.Tensor) -> torch.Tensor:

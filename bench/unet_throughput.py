@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from diffusers import UNet2DModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
-from difflab.nets import NETS  # noqa: E402
+from difflab.nets.base import NETS  # noqa: E402
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from difflab.precond import Precond
+from difflab.core.precond import Precond
 
 
 class GaussianData:
@@ -95,7 +95,7 @@ def float64_default():
 
 def sample_from_gaussian_oracle(name: str, sigmas: Tensor, shape=(20000,), **opts) -> Tensor:
     """Run sampler `name` driven by the exact denoiser of N(0.3, 0.5²) from pure noise at σ₀."""
-    from difflab.samplers import sample
+    from difflab.samplers.base import sample
 
     data = GaussianData(mu=0.3, s=0.5)
     g = torch.Generator().manual_seed(0)
@@ -146,6 +146,6 @@ class GaussianMixture:
 
     def check_compatible(self, shape) -> None:
         if tuple(shape)[-1:] != tuple(self.means.shape[1:]):
-            from difflab.errors import UsageError
+            from difflab.core.errors import UsageError
 
             raise UsageError(f"oracle is {self.means.shape[1]}-D, data is {list(shape)}")

@@ -9,14 +9,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from difflab.checkpoint import save_model
-from difflab.classifier import load_classifier, noised_accuracy, train_classifier
-from difflab.data import DIGIT_NAMES, load_dataset
-from difflab.encoder import load_encoder, train_encoder, zero_shot_accuracy
-from difflab.errors import UsageError
-from difflab.nets import NETS
+from difflab.core.errors import UsageError
+from difflab.data.datasets import DIGIT_NAMES, load_dataset
+from difflab.nets.base import NETS
 from difflab.nets.classifier import AttentionPool2d
-from difflab.noise_aware import sample_sigma
+from difflab.storage.checkpoint import save_model
+from difflab.storage.noise_aware import load_classifier, load_encoder
+from difflab.training.classifier import noised_accuracy, train_classifier
+from difflab.training.encoder import train_encoder, zero_shot_accuracy
+from difflab.training.noise_aware import sample_sigma
 
 DIGITS = {"name": "digits", "size": 8, "split": "train"}  # scored on split="test"
 TINY = {"model_channels": 16, "channel_mult": [1, 2]}  # 8×8 → 4×4; attention in middle + pool
@@ -209,8 +210,8 @@ def test_encoder_embed_unit_norm_and_features(enc_path):
 
 
 def test_encoder_with_minilm_beats_chance(tmp_path, heldout_digits):
-    text = pytest.importorskip("difflab.text", reason="difflab.text (MiniLM) not written yet")
-    pytest.importorskip("difflab.captions", reason="difflab.captions not written yet")
+    text = pytest.importorskip("difflab.conditioning.text_encoder", reason="difflab.text (MiniLM) not written yet")
+    pytest.importorskip("difflab.conditioning.captions", reason="difflab.captions not written yet")
     try:
         text_encoder = text.load_text_encoder("minilm")
     except UsageError as err:

@@ -8,21 +8,16 @@ import pytest
 import torch
 from test_train import _tiny_cfg
 
-from difflab import checkpoint as ckpt
-from difflab.captions import captions
-from difflab.cli import main
-from difflab.conditioning import (
-    build_conditioner,
-    drop,
-    net_cond,
-    null_cond,
-    parse_classes,
-    sampling_cond,
-)
-from difflab.config import load_config
-from difflab.errors import UsageError
-from difflab.request import request
-from difflab.train import load_denoiser, train
+from difflab.cli.main import main
+from difflab.conditioning.base import build_conditioner, drop, parse_classes, sampling_cond
+from difflab.conditioning.captions import captions
+from difflab.core.config import load_config
+from difflab.core.errors import UsageError
+from difflab.core.types import net_cond, null_cond
+from difflab.inference.request import request
+from difflab.storage import checkpoint as ckpt
+from difflab.storage.models import load_denoiser
+from difflab import train
 
 CLASS_COND = "model.cond={name='class', p_uncond=0.5}"
 MICRO = ("model.net={name='unet', model_channels=8, channel_mult=[1], num_res_blocks=1, "

@@ -9,12 +9,13 @@ import torch.nn.functional as F
 from PIL import Image
 from test_train import _tiny_cfg
 
-from difflab.cli import main
-from difflab.conditioning import build_conditioner, drop, sampling_cond
-from difflab.config import load_config
-from difflab.data import load_dataset
-from difflab.errors import UsageError
-from difflab.train import load_denoiser, train
+from difflab.cli.main import main
+from difflab.conditioning.base import build_conditioner, drop, sampling_cond
+from difflab.core.config import load_config
+from difflab.core.errors import UsageError
+from difflab.data.datasets import load_dataset
+from difflab.storage.models import load_denoiser
+from difflab import train
 
 
 def test_full_size_and_low_resolution_inputs_give_the_same_condition():

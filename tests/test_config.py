@@ -2,7 +2,7 @@
 
 import pytest
 
-from difflab.config import (
+from difflab.core.config import (
     Config,
     builtin_configs,
     from_dict,
@@ -10,7 +10,7 @@ from difflab.config import (
     read_config_file,
     to_toml,
 )
-from difflab.errors import UsageError
+from difflab.core.errors import UsageError
 
 
 def test_builtin_configs_load_and_round_trip_through_toml(tmp_path):

@@ -6,16 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from difflab.errors import UsageError
-from difflab.losses import denoising_loss, sample_sigmas
-from difflab.precond import PARAMETERIZATIONS
-from difflab.registry import Registry
-from difflab.schedules import (
-    build_schedule,
-    check_sigmas,
-    discretize,
-    respaced_timesteps,
-)
+from difflab.core.errors import UsageError
+from difflab.core.precond import PARAMETERIZATIONS
+from difflab.core.registry import Registry
+from difflab.core.schedules import build_schedule, check_sigmas, discretize, respaced_timesteps
+from difflab.training.losses import denoising_loss, sample_sigmas
 from oracles import GaussianData, perfect_denoiser
 
 

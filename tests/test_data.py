@@ -11,18 +11,17 @@ import pytest
 import torch
 from PIL import Image
 
-from difflab.data import (
+from difflab.core.errors import UsageError
+from difflab.core.imageio import images_to_model, model_to_images
+from difflab.data.datasets import (
     DATASETS,
     FASHION_MNIST_ROOT,
     Dataset,
-    InfiniteLoader,
-    images_to_model,
     load_dataset,
-    model_to_images,
     read_idx,
     write_idx,
 )
-from difflab.errors import UsageError
+from difflab.data.loader import InfiniteLoader
 
 
 def test_registry_names():

@@ -9,8 +9,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from difflab.errors import UsageError
-from difflab.guidance import (
+from difflab.core.errors import UsageError
+from difflab.core.precond import Precond
+from difflab.core.schedules import build_schedule
+from difflab.guidance.chain import (
     Guidance,
     build_guidance,
     cfg,
@@ -21,7 +23,7 @@ from difflab.guidance import (
     plain,
     static_threshold,
 )
-from difflab.guidance_semantic import (
+from difflab.guidance.semantic import (
     NoisedReference,
     content_score,
     load_reference,
@@ -30,10 +32,8 @@ from difflab.guidance_semantic import (
     style_score,
     text_score,
 )
-from difflab.nets import NETS
-from difflab.precond import Precond
-from difflab.samplers import sample
-from difflab.schedules import build_schedule
+from difflab.nets.base import NETS
+from difflab.samplers.base import sample
 from oracles import GaussianMixture, float64_default
 
 
@@ -372,7 +372,7 @@ def test_reference_images(tmp_path):
 
 
 def test_classifier_checkpoint_for_other_data_is_refused(tmp_path):
-    from difflab.classifier import train_classifier
+    from difflab.training.classifier import train_classifier
 
     torch.set_default_dtype(torch.float32)  # a real float32 net (the fixture restores the dtype)
     path = tmp_path / "clf.safetensors"
@@ -404,8 +404,8 @@ class HashTextEncoder:
 
 @pytest.fixture(scope="module")
 def enc_path(tmp_path_factory):
-    from difflab.data import DIGIT_NAMES
-    from difflab.encoder import train_encoder
+    from difflab.data.datasets import DIGIT_NAMES
+    from difflab.training.encoder import train_encoder
 
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32)
@@ -426,9 +426,9 @@ def test_semantic_terms_with_a_real_encoder_checkpoint(enc_path, tmp_path, monke
     import types
 
     torch.set_default_dtype(torch.float32)
-    fake_text = types.ModuleType("difflab.text")
+    fake_text = types.ModuleType("difflab.conditioning.text_encoder")
     fake_text.load_text_encoder = lambda name: HashTextEncoder()
-    monkeypatch.setitem(sys.modules, "difflab.text", fake_text)
+    monkeypatch.setitem(sys.modules, "difflab.conditioning.text_encoder", fake_text)
     ref = write_png(tmp_path / "ref.png", np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
     spec = (f"content:ckpt={enc_path},ref={ref},scale=1+structure:ckpt={enc_path},ref={ref}"
             f"+style:ckpt={enc_path},ref={ref},scale=100,seed=3+text:ckpt={enc_path},scale=2")  # fmt: skip
@@ -450,7 +450,7 @@ def test_semantic_terms_with_a_real_encoder_checkpoint(enc_path, tmp_path, monke
 
 def test_generate_with_built_guidance():
     """generate() binds the chain per batch: cfg scale 1 reproduces unguided samples."""
-    from difflab.generate import generate
+    from difflab.inference.generate import generate
 
     pre = tiny_denoiser()[0].float()  # generate() samples in float32
     cond = cond_batch(6)

@@ -8,16 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from difflab import checkpoint as ckpt
-from difflab.config import load_config
-from difflab.errors import UsageError
-from difflab.generate import generate, plain
-from difflab.importance import LossSecondMomentSampler
-from difflab.losses import check_loss, denoising_loss, hybrid_loss
-from difflab.precond import Precond
-from difflab.samplers import sample
-from difflab.schedules import build_schedule, discretize
-from difflab.train import train
+from difflab.core.config import load_config
+from difflab.core.errors import UsageError
+from difflab.core.precond import Precond
+from difflab.core.schedules import build_schedule, discretize
+from difflab.inference.generate import generate, plain
+from difflab.samplers.base import sample
+from difflab.storage import checkpoint as ckpt
+from difflab.training.importance import LossSecondMomentSampler
+from difflab import train
+from difflab.training.losses import check_loss, denoising_loss, hybrid_loss
 
 
 def smooth_fn(x, sigma):

@@ -9,10 +9,11 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from difflab.errors import UsageError
-from difflab.likelihood import discretized_gaussian_log_likelihood, normal_kl, vlb_grid, vlb_terms
-from difflab.likelihood_ode import ode_log_likelihood
-from difflab.schedules import build_schedule
+from difflab.core.errors import UsageError
+from difflab.core.posterior import discretized_gaussian_log_likelihood, normal_kl
+from difflab.core.schedules import build_schedule
+from difflab.evaluation.likelihood import vlb_grid, vlb_terms
+from difflab.evaluation.likelihood_ode import ode_log_likelihood
 from oracles import GaussianData
 
 ATOMS = torch.arange(256, dtype=torch.float64) / 127.5 - 1  # the 8-bit grid in [−1, 1]
@@ -141,9 +142,9 @@ def one_thread():
 
 
 def test_nll_cli_reports_bits_per_dim_and_refuses_bad_input(tmp_path, capsys, one_thread):
-    from difflab.cli import main
-    from difflab.config import load_config
-    from difflab.train import train
+    from difflab.cli.main import main
+    from difflab.core.config import load_config
+    from difflab import train
 
     cfg = load_config("digits", ["train.steps=1", "train.batch_size=4", "model.net={name='unet', "
                                  "model_channels=8, channel_mult=[1], num_res_blocks=1, "

@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from difflab.data import load_dataset
-from difflab.errors import UsageError
-from difflab.evaluate import evaluate, load_ref, reference_stats, save_ref
-from difflab.features import (
+from difflab.core.errors import UsageError
+from difflab.data.datasets import load_dataset
+from difflab.evaluation.evaluate import evaluate, load_ref, reference_stats, save_ref
+from difflab.evaluation.features import (
     FEATURES,
     INCEPTION_ENV,
     INCEPTION_FILE,
@@ -21,7 +21,7 @@ from difflab.features import (
     metric_name,
     train_feature_net,
 )
-from difflab.metrics import (
+from difflab.evaluation.metrics import (
     classifier_accuracy,
     feature_stats,
     frechet_distance,
@@ -305,7 +305,7 @@ def test_evaluate_bad_input(domain_file, tmp_path):
 def test_reference_from_folder_and_points(tmp_path):
     from PIL import Image
 
-    from difflab.evaluate import images_from_folder
+    from difflab.evaluation.evaluate import images_from_folder
 
     rng = np.random.default_rng(5)
     for i in range(60):

@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from difflab.errors import UsageError
-from difflab.nets import NETS, layers
+from difflab.core.errors import UsageError
+from difflab.nets import layers
+from difflab.nets.base import NETS
 from difflab.nets.layers import ada_group_norm, num_groups, positional_embedding
 
 TINY = dict(
@@ -103,7 +104,7 @@ def test_unet_missing_slots_are_unconditional_and_masked_tokens_are_ignored():
     cond2["tokens"][:, 2] += 10.0
     torch.testing.assert_close(net(x, c_noise, cond2), y)
     # Absent slots act as their null value (null_cond): zero channels/vector, all tokens masked
-    from difflab.conditioning import null_cond
+    from difflab.core.types import null_cond
 
     for slot in ("channels", "vector", "tokens"):
         absent = {k: v for k, v in cond.items() if not k.startswith(slot)}

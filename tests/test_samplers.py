@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from difflab.errors import UsageError
-from difflab.generate import SeededNoise, generate
-from difflab.nets import NETS
-from difflab.precond import Precond
-from difflab.samplers import SAMPLERS, sample
-from difflab.schedules import build_schedule, discretize
+from difflab.core.errors import UsageError
+from difflab.core.precond import Precond
+from difflab.core.schedules import build_schedule, discretize
+from difflab.inference.generate import SeededNoise, generate
+from difflab.nets.base import NETS
+from difflab.samplers.base import SAMPLERS, sample
 from oracles import GaussianData, float64_default, perfect_denoiser, sample_from_gaussian_oracle
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import difflab.samplers.dpm as dpm
-from difflab.samplers import SAMPLERS, sample
-from difflab.schedules import build_schedule, discretize
+from difflab.core.schedules import build_schedule, discretize
+from difflab.samplers.base import SAMPLERS, sample
 from oracles import GaussianData, float64_default, sample_from_gaussian_oracle
 
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from difflab.errors import UsageError
-from difflab.samplers import SAMPLERS, sample
-from difflab.schedules import build_schedule, discretize
+from difflab.core.errors import UsageError
+from difflab.core.schedules import build_schedule, discretize
+from difflab.samplers.base import SAMPLERS, sample
 from oracles import GaussianData, float64_default, sample_from_gaussian_oracle
 
 

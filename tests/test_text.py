@@ -8,10 +8,10 @@ import sys
 import pytest
 import torch
 
-from difflab.captions import captions
-from difflab.data import FASHION_MNIST_CLASSES
-from difflab.errors import UsageError
-from difflab.text import load_text_encoder
+from difflab.conditioning.captions import captions
+from difflab.conditioning.text_encoder import load_text_encoder
+from difflab.core.errors import UsageError
+from difflab.data.datasets import FASHION_MNIST_CLASSES
 
 OFFLINE_SCRIPT = """
 import socket
@@ -19,7 +19,7 @@ def refuse(*args, **kwargs):
     raise OSError("network access attempted")
 socket.socket.connect = refuse
 socket.create_connection = refuse
-from difflab.text import load_text_encoder
+from difflab.conditioning.text_encoder import load_text_encoder
 enc = load_text_encoder("minilm")
 out = enc.encode(["a photo of a sneaker", "a handwritten seven"])
 print(enc.name, enc.dim, enc.max_length, tuple(out["tokens"].shape), tuple(out["pooled"].shape))

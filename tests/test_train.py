@@ -5,13 +5,14 @@ import json
 import pytest
 import torch
 
-from difflab import checkpoint as ckpt
-from difflab.config import load_config
-from difflab.data import load_dataset
-from difflab.errors import UsageError
-from difflab.generate import generate
-from difflab.plots import read_log
-from difflab.train import TrainingError, build_denoiser, load_denoiser, train
+from difflab.core.config import load_config
+from difflab.core.errors import TrainingError, UsageError
+from difflab.data.datasets import load_dataset
+from difflab.evaluation.plots import read_log
+from difflab.inference.generate import generate
+from difflab.storage import checkpoint as ckpt
+from difflab.storage.models import build_denoiser, load_denoiser
+from difflab import train
 
 TINY_UNET = ("model.net={name='unet', model_channels=16, channel_mult=[1, 2], num_res_blocks=1,"
              " attention_resolutions=[4]}")  # fmt: skip
@@ -97,8 +98,8 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
 
 
 def test_in_loop_fd_on_a_held_out_reference(tmp_path):
-    from difflab.evaluate import reference_stats, save_ref
-    from difflab.features import load_feature_net, train_feature_net
+    from difflab.evaluation.evaluate import reference_stats, save_ref
+    from difflab.evaluation.features import load_feature_net, train_feature_net
 
     feat = train_feature_net("digits", steps=10, batch_size=32, out_path=tmp_path / "f.safetensors")
     net = load_feature_net({"name": "domain", "path": str(feat)})

@@ -1,7 +1,6 @@
 """Networks F_θ(x, c_noise, cond), registered by name in NETS."""
 
-from difflab.registry import Registry
+from difflab.nets import classifier, mlp, noise_aware, unet  # noqa: F401  (register the nets)
+from difflab.nets.base import NETS
 
-NETS = Registry("net")
-
-from difflab.nets import classifier, mlp, unet  # noqa: E402, F401  (register the nets)
+__all__ = ["NETS"]

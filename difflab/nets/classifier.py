@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from difflab.errors import UsageError
-from difflab.nets import NETS
+from difflab.core.errors import UsageError
+from difflab.nets.base import NETS
 from difflab.nets.layers import (
     AttentionBlock,
     NoiseEmbedding,

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from difflab.errors import UsageError
+from difflab.core.errors import UsageError
 
 
 def positional_embedding(c_noise: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from difflab.errors import UsageError
-from difflab.nets import NETS
+from difflab.core.errors import UsageError
+from difflab.nets.base import NETS
 from difflab.nets.layers import NoiseEmbedding, check_c_noise, zero_init
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from difflab.samplers import SAMPLERS, check_order, denoise, report, slope
+from difflab.samplers.base import SAMPLERS, check_order, denoise, report, slope
 from difflab.samplers.euler import ancestral_sigmas
 
 LOWER_ORDER_BELOW = 15  # diffusers: lower_order_final only acts on grids of fewer steps

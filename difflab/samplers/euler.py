@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from difflab.errors import UsageError
-from difflab.posterior import StepPair, alpha_bar, log_variance
-from difflab.samplers import SAMPLERS, denoise, report
+from difflab.core.errors import UsageError
+from difflab.core.posterior import StepPair, alpha_bar, log_variance
+from difflab.samplers.base import SAMPLERS, denoise, report
 
 
 def ancestral_sigmas(sigma: Tensor, sigma_next: Tensor, eta: float) -> tuple[Tensor, Tensor]:

@@ -6,7 +6,7 @@ import math
 
 from torch import Tensor
 
-from difflab.samplers import SAMPLERS, denoise, report, slope
+from difflab.samplers.base import SAMPLERS, denoise, report, slope
 
 
 @SAMPLERS.register("heun", order=2, stochastic=False)

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from difflab.errors import UsageError
-from difflab.samplers import SAMPLERS, check_order, denoise, report, slope
+from difflab.core.errors import UsageError
+from difflab.samplers.base import SAMPLERS, check_order, denoise, report, slope
 
 # Adams–Bashforth coefficients for equal steps, newest derivative first (Liu et al. 2022, Eq. 12)
 AB_COEFFS = (

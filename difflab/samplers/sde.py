@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from difflab.errors import UsageError
-from difflab.samplers import SAMPLERS, denoise, report
+from difflab.core.errors import UsageError
+from difflab.samplers.base import SAMPLERS, denoise, report
 
 SDES = ("ve", "vp", "subvp")
 PREDICTORS = ("reverse_diffusion", "euler_maruyama")

@@ -1,0 +1,1 @@
+"""The command line: one module per command group; the CLI owns progress bars and flag names."""

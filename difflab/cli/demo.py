@@ -1,0 +1,77 @@
+"""`difflab demo`: train the built-in digits model within a time budget, then draw PNGs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from difflab.core.config import load_config
+from difflab.core.errors import UsageError
+from difflab.core.imageio import model_to_images, save_grid
+from difflab.evaluation.plots import plot_loss, plot_trajectory
+from difflab.inference.generate import generate
+from difflab.inference.request import request
+from difflab.storage.models import load_denoiser
+
+MARKER = "demo.json"
+
+
+def _claim(out: Path) -> None:
+    """Use `out` if it is new, empty or an earlier demo's output (which is replaced)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory")
+    if out.exists() and any(out.iterdir()):
+        if not (out / MARKER).exists():
+            raise UsageError(f"--out {out} holds other files; choose a new or empty directory")
+        shutil.rmtree(out / "run", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False) -> dict:
+    """Train digits for ≤ `seconds`, write samples.png, trajectory.png, loss.png; return timings."""
+    from difflab.cli.training import run_training
+
+    _claim(out)
+    start = time.perf_counter()
+    cfg = load_config("digits", [f"train.max_seconds={seconds}"])
+    ckpt = run_training(cfg, out / "run", resume=False, quiet=quiet)
+    trained = time.perf_counter() - start
+    denoiser, config, info = load_denoiser(ckpt)
+    s = config["sample"]
+    shape = tuple(config["model"]["shape"])
+    steps_x0, step_sigmas = [], []
+
+    def keep_first(info):
+        if info["start"] == 0:
+            steps_x0.append(info["denoised"][:1].clone())
+            step_sigmas.append(float(info["sigma"]))
+
+    cond, guidance, _ = request(denoiser, config, s["n"])
+    samples = torch.cat(list(generate(
+        denoiser, shape, n=s["n"], seed=s["seed"], batch_size=s["batch_size"],
+        sampler=s["sampler"], steps=s["steps"], discretization=s["discretization"],
+        cond=cond, guidance=guidance, callback=keep_first,
+    )))  # fmt: skip
+    save_grid(model_to_images(samples).numpy(), out / "samples.png", nrow=10)
+    frames, sigmas = [*steps_x0, samples[:1]], [*step_sigmas, 0.0]
+    keep = sorted(set(torch.linspace(0, len(frames) - 1, 12).round().long().tolist()))
+    trajectory = model_to_images(torch.cat([frames[i] for i in keep])).numpy()
+    plot_trajectory(trajectory, [sigmas[i] for i in keep], out / "trajectory.png")
+    plot_loss(out / "run" / "log.jsonl", out / "loss.png")
+    report = {
+        "steps": info["step"], "train_seconds": round(trained, 1),
+        "total_seconds": round(time.perf_counter() - start, 1), "checkpoint": str(ckpt),
+    }  # fmt: skip
+    (out / MARKER).write_text(json.dumps(report, indent=1))
+    print(
+        f"trained {report['steps']} steps in {trained:.0f}s; wrote {out / 'samples.png'}, "
+        f"{out / 'trajectory.png'}, {out / 'loss.png'} (total {report['total_seconds']:.0f}s)"
+    )
+    return report
+
+
+__all__ = ["run_demo"]

@@ -1,0 +1,198 @@
+"""`difflab {train-features,ref-stats,eval}`: evaluation commands (thin calls into evaluate.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from difflab.cli.request_args import add_request_arguments
+from difflab.core.config import parse_value
+from difflab.core.errors import UsageError
+
+
+def feature_spec(name: str | None, weights: str | None) -> dict:
+    """--features raw | inception (with --weights) | a domain net .safetensors path."""
+    if name is None or name in ("raw", "inception"):
+        spec = {"name": name or "raw"}
+        if weights:
+            if spec["name"] != "inception":
+                raise UsageError("--weights is for --features inception")
+            spec["weights"] = weights
+        return spec
+    if Path(name).suffix == ".safetensors":
+        return {"name": "domain", "path": name}
+    raise UsageError(
+        f"--features {name!r} is not raw, inception or a domain net file (.safetensors from "
+        "`difflab train-features`)"
+    )
+
+
+def data_spec(text: str) -> dict | str:
+    """A dataset name, an inline TOML table ("{name='digits', split='test'}") or a folder path."""
+    value = parse_value(text) if text.startswith("{") else text
+    return value
+
+
+def cmd_train_features(args) -> int:
+    from tqdm import tqdm
+
+    from difflab.evaluation.features import train_feature_net
+
+    bar = tqdm(total=args.steps, desc="train-features", disable=args.quiet, leave=False)
+    path = train_feature_net(
+        data_spec(args.data), steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+        out_path=args.out, callback=lambda r: bar.update(1),
+    )  # fmt: skip
+    bar.close()
+    print(f"feature net: {path}")
+    return 0
+
+
+def cmd_ref_stats(args) -> int:
+    from difflab.evaluation.evaluate import reference_stats, save_ref
+    from difflab.evaluation.features import load_feature_net
+
+    net = load_feature_net(feature_spec(args.features, args.weights))
+    ref = reference_stats(data_spec(args.data), net, args.n)
+    save_ref(args.out, ref)
+    print(f"{ref['fd_name']} reference of {ref['n']} items ({ref['dataset']}): {args.out}")
+    return 0
+
+
+def _sampled_images(path: Path, args, steps: int | None):
+    """(uint8 images [n, C, H, W], origin dict, class labels [n] or None) from one checkpoint."""
+    from difflab.cli.request_args import request_from_args
+    from difflab.core.imageio import model_to_images
+    from difflab.inference.generate import generate
+    from difflab.storage.models import load_denoiser
+
+    denoiser, config, info = load_denoiser(path)
+    s = config["sample"]
+    sampler = {"name": args.sampler} if args.sampler else s["sampler"]
+    steps = steps or s["steps"]
+    disc = {"name": args.discretization} if args.discretization else s["discretization"]
+    cond, guidance, asked = request_from_args(denoiser, config, args.n, args)
+    batches = generate(
+        denoiser, tuple(config["model"]["shape"]), n=args.n, seed=args.seed,
+        batch_size=args.batch_size, sampler=sampler, steps=steps, discretization=disc,
+        cond=cond, guidance=guidance,
+    )  # fmt: skip
+    origin = {"checkpoint": str(path), "step": info.get("step"), "sampler": sampler,
+              "steps": steps, "discretization": disc, "seed": args.seed,
+              "guidance": asked.get("guidance", [])}  # fmt: skip
+    labels = torch.tensor(asked["classes"]) if "classes" in asked else None
+    return model_to_images(torch.cat(list(batches))), origin, labels
+
+
+def parse_steps(text: str) -> list[int]:
+    """'5,10,20' → [5, 10, 20]; each must be an integer >= 1."""
+    try:
+        steps = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(
+            f"--steps {text!r} is not an integer or a comma list like 5,10,20"
+        ) from None
+    if min(steps) < 1:
+        raise UsageError(f"--steps must be >= 1, got {text}")
+    return steps
+
+
+def cmd_eval(args) -> int:
+    from difflab.evaluation.evaluate import evaluate, images_from_folder, load_ref
+    from difflab.evaluation.features import load_feature_net
+    from difflab.storage import checkpoint as ckpt
+
+    ref = load_ref(args.ref)
+    if args.features is None and ref["feature_net"] != "raw":
+        raise UsageError(
+            f"{args.ref} was made with the {ref['feature_net']} feature net; pass the same one "
+            "with --features (and --weights for inception)"
+        )
+    net = load_feature_net(feature_spec(args.features, args.weights))
+    metrics = tuple(m.strip() for m in args.metrics.split(",") if m.strip())
+    source = Path(args.source)
+    steps_list = parse_steps(args.steps) if args.steps else [None]
+    if source.is_dir() and not (source / "checkpoints").is_dir():
+        channels, size = ref["shape"][0], ref["shape"][-1]
+        images = images_from_folder(source, channels=channels, size=size)[: args.n]
+        reports = [{**evaluate(images, ref, net, metrics), "folder": str(source)}]
+    else:
+        paths = ckpt.list_checkpoints(source) if args.all_checkpoints else [source]
+        if not paths:
+            raise UsageError(f"{source} holds no checkpoints; --all-checkpoints needs a run dir")
+        reports = []
+        for path in paths:
+            for steps in steps_list:
+                images, origin, labels = _sampled_images(path, args, steps)
+                report = evaluate(images, ref, net, metrics, labels=labels)
+                reports.append({**report, **origin})
+    text = json.dumps(reports[0] if len(reports) == 1 else reports, indent=1, default=str)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+    if args.plot:
+        plot_reports(reports, Path(args.plot), ref["fd_name"], by_step=args.all_checkpoints)
+    return 0
+
+
+def plot_reports(reports: list[dict], out: Path, fd_name: str, by_step: bool) -> None:
+    """FD vs training step (one line per step count) or FD vs sampling steps, as a PNG."""
+    from difflab.evaluation.plots import _pyplot
+
+    if "fd" not in reports[0]:
+        raise UsageError("--plot draws the Fréchet distance; include fd in --metrics")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    key, group = ("step", "steps") if by_step else ("steps", "checkpoint")
+    for value in dict.fromkeys(r.get(group) for r in reports):
+        pts = sorted((r[key], r["fd"]) for r in reports if r.get(group) == value)
+        ax.plot(*zip(*pts, strict=True), marker="o", label=f"{group} {value}")
+    ax.set(xlabel="training step" if by_step else "sampling steps", ylabel=fd_name,
+           yscale="log", title=f"{fd_name}, n = {reports[0]['n']}")  # fmt: skip
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    print(f"plot: {out}")
+
+
+def add_commands(sub, common) -> None:
+    """Register the evaluation subcommands on the CLI's subparsers."""
+    t = sub.add_parser("train-features", parents=[common],
+                       help="train a domain feature net (for FD-<dataset>) on labelled images")  # fmt: skip
+    t.add_argument("data", help="dataset name, inline TOML table or image folder")
+    t.add_argument("--out", required=True, help="output .safetensors file")
+    t.add_argument("--steps", type=int, default=2000)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=cmd_train_features)
+
+    r = sub.add_parser("ref-stats", parents=[common], help="feature statistics of real data")
+    r.add_argument("data", help="dataset name, inline TOML table or image folder")
+    r.add_argument("--out", required=True, help="output .npz file")
+    r.add_argument("--features", help="raw | inception | domain net .safetensors")
+    r.add_argument("--weights", help="Inception weights file (pt_inception-2015-12-05-*.pth)")
+    r.add_argument("-n", type=int, help="number of items (default: all)")
+    r.set_defaults(func=cmd_ref_stats)
+
+    e = sub.add_parser("eval", parents=[common], help="FD / KID / IS / precision-recall")
+    e.add_argument("source", help="checkpoint, run dir, or a folder of images")
+    e.add_argument("--ref", required=True, help="reference .npz from `difflab ref-stats`")
+    e.add_argument("--features", help="the feature net the reference was made with")
+    e.add_argument("--weights", help="Inception weights file")
+    e.add_argument("-n", type=int, default=1000, help="number of samples")
+    e.add_argument("--metrics", default="fd,kid,pr", help="comma list of fd,kid,is,pr,acc")
+    e.add_argument("--sampler")
+    e.add_argument("--steps", help="sampling steps; a comma list (5,10,20) evaluates each")
+    e.add_argument("--discretization")
+    add_request_arguments(e, what="evaluated samples")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=250)
+    e.add_argument("--out", help="also write the JSON report here")
+    e.add_argument("--all-checkpoints", action="store_true",
+                   help="evaluate every checkpoint of the run dir (FD vs training step)")  # fmt: skip
+    e.add_argument("--plot", help="write a PNG of FD vs training step or vs sampling steps")
+    e.set_defaults(func=cmd_eval)

@@ -1,0 +1,209 @@
+"""`difflab {demo,train,sample,list}`: thin commands over the library; the CLI owns progress bars."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from difflab.cli.eval import add_commands as add_eval_commands
+from difflab.cli.nll import add_commands as add_nll_commands
+from difflab.cli.noise_aware import add_commands as add_aux_commands
+from difflab.cli.request_args import add_request_arguments
+from difflab.cli.training import _progress, run_training
+from difflab.core.config import builtin_configs, load_config, parse_value, to_toml
+from difflab.core.errors import UsageError
+
+
+def cmd_train(args) -> int:
+    from difflab.conditioning.base import resolve_cond
+    from difflab.data.datasets import load_dataset
+    from difflab.storage.models import build_denoiser
+
+    cfg = load_config(args.config, args.set)
+    if args.dry_run:
+        dataset = load_dataset(cfg.data.dataset)
+        cfg.model.shape = list(dataset.shape)
+        cfg.model.cond = resolve_cond(cfg.model.cond, dataset, cfg.data.dataset["name"])
+        params = sum(p.numel() for p in build_denoiser(cfg.model).parameters())
+        print(to_toml(cfg.to_dict()))
+        print(f"# parameters: {params:,}")
+        return 0
+    path = run_training(cfg, Path(args.out), args.resume, args.quiet)
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from difflab.cli.request_args import request_from_args
+    from difflab.core.imageio import model_to_images, save_grid, save_images
+    from difflab.evaluation.plots import plot_points
+    from difflab.inference.generate import generate
+    from difflab.storage.models import load_denoiser
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory for the samples")
+    denoiser, config, _ = load_denoiser(args.ckpt)
+    defaults = config["sample"]
+    sampler = dict(defaults["sampler"]) if args.sampler is None else {"name": args.sampler}
+    if args.eta is not None:
+        sampler["eta"] = args.eta
+    for item in args.option:
+        key, _, value = item.partition("=")
+        sampler[key] = parse_value(value)
+    steps = args.steps or defaults["steps"]
+    disc = {"name": args.discretization} if args.discretization else defaults["discretization"]
+    shape = tuple(config["model"]["shape"])
+    cond, guidance, asked = request_from_args(denoiser, config, args.n, args)
+    n_batches = -(-args.n // args.batch_size)
+    bar = _progress(n_batches * steps, "sample", args.quiet)
+    out.mkdir(parents=True, exist_ok=True)
+    chunks, start = [], time.perf_counter()
+    for batch in generate(
+        denoiser, shape, n=args.n, seed=args.seed, batch_size=args.batch_size, sampler=sampler,
+        steps=steps, discretization=disc, cond=cond, guidance=guidance,
+        callback=lambda info: bar.update(1),
+    ):  # fmt: skip
+        chunks.append(batch)
+    bar.close()
+    samples = torch.cat(chunks)
+    seconds = time.perf_counter() - start
+    if len(shape) == 3:
+        images = model_to_images(samples).numpy()
+        save_images(images, out / "images")
+        save_grid(images, out / "grid.png")
+        written = f"{out / 'grid.png'} and {len(images)} PNGs in {out / 'images'}"
+    else:
+        np.savetxt(out / "samples.csv", samples.numpy(), delimiter=",", fmt="%.6f")
+        plot_points(samples.numpy(), out / "samples.png")
+        written = f"{out / 'samples.png'} and {out / 'samples.csv'}"
+    if asked:  # what each sample was conditioned on, in sample order
+        (out / "labels.json").write_text(json.dumps(asked, indent=1) + "\n")
+        written += f", {out / 'labels.json'}"
+    print(f"{args.n} samples ({sampler['name']}, {steps} steps) in {seconds:.1f}s: {written}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    from difflab.conditioning.base import CONDITIONERS
+    from difflab.core.precond import PARAMETERIZATIONS
+    from difflab.core.schedules import DISCRETIZATIONS, SCHEDULES
+    from difflab.data.datasets import DATASETS
+    from difflab.guidance.chain import GUIDANCES
+    from difflab.nets.base import NETS
+    from difflab.samplers.base import SAMPLERS
+    from difflab.training.losses import SIGMA_DENSITIES
+
+    registries = {
+        "samplers": SAMPLERS, "schedules": SCHEDULES, "params": PARAMETERIZATIONS, "nets": NETS,
+        "datasets": DATASETS, "discretizations": DISCRETIZATIONS, "densities": SIGMA_DENSITIES,
+        "conditioners": CONDITIONERS, "guidances": GUIDANCES,
+    }  # fmt: skip
+    what = [args.what] if args.what else [*registries, "configs"]
+    for kind in what:
+        print(f"{kind}:")
+        if kind == "configs":
+            names = [(name, {}) for name in builtin_configs()]
+        else:
+            names = [(name, registries[kind].meta(name)) for name in registries[kind].names()]
+        for name, meta in names:
+            extra = ", ".join(f"{k}={v}" for k, v in meta.items())
+            print(f"  {name:<18} {extra}".rstrip())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from difflab.cli.demo import run_demo
+
+    run_demo(Path(args.out), seconds=args.seconds, quiet=args.quiet)
+    return 0
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: `difflab: error: ... (see difflab CMD --help)`, exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"difflab: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = Parser(prog="difflab", description="Diffusion models: train, sample, eval.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser(
+        "demo", parents=[common], help="train a small model on digits and write sample/loss PNGs"
+    )
+    d.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
+    d.add_argument("--seconds", type=float, default=160.0, help="training time budget")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("train", parents=[common], help="train a model from a TOML config")
+    t.add_argument("config", help="TOML/JSON config file or built-in name (difflab list configs)")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.steps=100")  # fmt: skip
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    t.add_argument("--dry-run", action="store_true", help="print resolved config and #params")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", parents=[common], help="draw samples from a checkpoint")
+    s.add_argument("ckpt", help="model .safetensors file or run directory (newest checkpoint)")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("-n", type=int, default=64, help="number of samples")
+    s.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
+    s.add_argument("--sampler", help="sampler name (difflab list samplers)")
+    s.add_argument("--steps", type=int, help="number of sampling steps")
+    s.add_argument("--discretization", help="sigma grid (difflab list discretizations)")
+    s.add_argument("--eta", type=float, help="noise level for ddim / ancestral samplers")
+    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sampler option, e.g. --option s_churn=10")  # fmt: skip
+    s.add_argument("--batch-size", type=int, default=64)
+    add_request_arguments(s, what="samples")
+    s.set_defaults(func=cmd_sample)
+
+    add_eval_commands(sub, common)
+    add_nll_commands(sub, common)
+    add_aux_commands(sub, common)
+
+    ls = sub.add_parser("list", parents=[common], help="list registered components")
+    ls.add_argument("what", nargs="?", choices=["samplers", "schedules", "params", "nets",
+                    "datasets", "discretizations", "densities", "conditioners",
+                    "guidances", "configs"])  # fmt: skip
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from difflab.core.errors import TrainingError
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, or a one-line usage error (Parser.error)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        for name in ("n", "batch_size", "steps"):
+            value = getattr(args, name, None)
+            if isinstance(value, int) and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        return args.func(args)
+    except (UsageError, TrainingError) as err:
+        if args.debug:
+            raise
+        print(f"difflab: error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, UsageError) else 1
+    except KeyboardInterrupt:
+        print("difflab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The --class/--prompt/--image/--guidance options shared by `sample` and `eval`."""
+
+from __future__ import annotations
+
+from difflab.conditioning.base import parse_classes
+from difflab.inference.request import request
+
+
+def add_request_arguments(parser, *, what: str) -> None:
+    """The --class/--prompt/--image/--guidance options of `difflab sample` and `difflab eval`."""
+    parser.add_argument("--class", dest="classes", action="append", default=[], metavar="K",
+                        help=f"class index of the {what} (repeat or comma list; cycled; "
+                             "default: every class in turn)")  # fmt: skip
+    parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                        help="text prompt for a text-conditional model or text guidance "
+                             "(repeatable; cycled)")  # fmt: skip
+    parser.add_argument("--image", action="append", default=[], metavar="FILE",
+                        help="conditioning image for an image-conditional model, full size or "
+                             "low resolution (repeatable; cycled)")  # fmt: skip
+    parser.add_argument("--guidance", action="append", default=[], metavar="SPEC",
+                        help="e.g. cfg:scale=3, classifier:ckpt=c.safetensors,scale=2, "
+                             "style:ckpt=e.safetensors,ref=img.png,scale=5; join with '+' "
+                             "(difflab list guidances)")  # fmt: skip
+
+
+def request_from_args(denoiser, config: dict, n: int, args, device="cpu"):
+    """`request` with the options `add_request_arguments` parsed into `args`."""
+    return request(denoiser, config, n, guidance=args.guidance, classes=parse_classes(args.classes),
+                   prompts=args.prompt, images=args.image, device=device)  # fmt: skip

@@ -1,0 +1,1 @@
+"""Codecs between pixels and model space."""

@@ -1,0 +1,1 @@
+"""The σ-space core: errors, registries, configs, schedules, preconditioning, posterior, pixels."""

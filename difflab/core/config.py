@@ -1,0 +1,262 @@
+"""Run configuration: dataclasses ⇄ TOML/JSON, dotted overrides, validation (unknown keys are errors)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from difflab.core.errors import UsageError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+BUILTIN_DIR = Path(__file__).parent.parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    dataset: dict = field(default_factory=lambda: {"name": "digits"})
+    hflip: bool = False  # random horizontal flips during training
+
+
+@dataclass
+class ModelConfig:
+    net: dict = field(default_factory=lambda: {"name": "unet"})
+    schedule: dict = field(default_factory=lambda: {"name": "edm"})
+    parameterization: str = "edm"
+    sigma_data: float = 0.5
+    learned_variance: bool = False
+    cond: dict = field(
+        default_factory=dict
+    )  # {} | {name="class", p_uncond=0.1} | {name="text", ...}
+    shape: list = field(default_factory=list)  # per-item data shape, filled in from the data
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 64
+    accumulate: int = 1  # gradient accumulation micro-batches per step
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list = field(default_factory=lambda: [0.9, 0.999])
+    warmup: int = 0  # linear learning-rate warm-up steps
+    grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    ema_decay: float = 0.999
+    bf16: bool = False  # bf16 autocast for the network
+    sigma_density: dict = field(default_factory=lambda: {"name": "lognormal"})
+    loss: dict = field(default_factory=lambda: {"name": "denoising"})  # or {name = "hybrid"}
+    seed: int = 0
+    log_every: int = 10
+    ckpt_every: int = 0  # 0: only at the end
+    keep: int = 3  # checkpoints kept
+    max_seconds: float = 0.0  # stop early after this wall time (0: no limit)
+    on_nonfinite: str = "stop"  # "stop" or "skip" the update when loss/grad is NaN or inf
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
+    eval_every: int = 0  # FD of EMA samples vs a held-out reference every K steps (0: off)
+    eval_ref: str = ""  # reference .npz from `difflab ref-stats` of held-out data
+    eval_features: str = "raw"  # the feature net of that reference: "raw" or a domain .safetensors
+    eval_n: int = 256  # samples per in-loop evaluation (cheap, and logged with its n)
+
+
+@dataclass
+class SampleConfig:
+    sampler: dict = field(default_factory=lambda: {"name": "heun"})
+    steps: int = 18
+    discretization: dict = field(default_factory=lambda: {"name": "karras"})
+    guidance: list = field(
+        default_factory=list
+    )  # default guidance specs, e.g. ["static_threshold"]
+    n: int = 64
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def validate(self) -> Config:
+        """Raise a UsageError for numbers out of range (NaN, negative, zero where not allowed)."""
+        positive = {
+            "train.steps": self.train.steps, "train.batch_size": self.train.batch_size,
+            "train.accumulate": self.train.accumulate, "train.lr": self.train.lr,
+            "train.log_every": self.train.log_every, "train.keep": self.train.keep,
+            "sample.steps": self.sample.steps, "sample.n": self.sample.n,
+            "sample.batch_size": self.sample.batch_size, "model.sigma_data": self.model.sigma_data,
+        }  # fmt: skip
+        for key, value in positive.items():
+            if not _finite(value) or value <= 0:
+                raise UsageError(f"config {key} must be a positive number, got {value!r}")
+        non_negative = {
+            "train.weight_decay": self.train.weight_decay, "train.warmup": self.train.warmup,
+            "train.grad_clip": self.train.grad_clip, "train.ckpt_every": self.train.ckpt_every,
+            "train.max_seconds": self.train.max_seconds,
+            "train.eval_every": self.train.eval_every, "train.eval_n": self.train.eval_n,
+        }  # fmt: skip
+        for key, value in non_negative.items():
+            if not _finite(value) or value < 0:
+                raise UsageError(f"config {key} must be a number >= 0, got {value!r}")
+        if not _finite(self.train.ema_decay) or not 0 <= self.train.ema_decay < 1:
+            raise UsageError(
+                f"config train.ema_decay must be in [0, 1), got {self.train.ema_decay!r}"
+            )
+        if self.train.on_nonfinite not in ("stop", "skip"):
+            raise UsageError(
+                f"config train.on_nonfinite must be 'stop' or 'skip', got {self.train.on_nonfinite!r}"
+            )
+        if self.model.cond and not isinstance(self.model.cond.get("name"), str):
+            raise UsageError(
+                "config model.cond must be {} (unconditional) or a table with a name, e.g. "
+                '{name = "class", p_uncond = 0.1}'
+            )
+        for section in ("dataset", "net", "schedule", "sigma_density", "sampler", "discretization"):
+            spec = _spec_field(self, section)
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise UsageError(
+                    f"config {section} must be a table with a name, e.g. {{name = ...}}"
+                )
+        return self
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _spec_field(cfg: Config, name: str) -> Any:
+    for part in (cfg.data, cfg.model, cfg.train, cfg.sample):
+        if hasattr(part, name):
+            return getattr(part, name)
+    raise KeyError(name)
+
+
+def from_dict(data: dict, cls: type = Config, where: str = "") -> Any:
+    """Build a (nested) config dataclass; unknown keys raise a UsageError listing the valid ones."""
+    if not isinstance(data, dict):
+        raise UsageError(f"config section {where or 'top level'} must be a table, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise UsageError(
+            f"unknown config key {where + unknown[0]!r}; valid keys here: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        sub = fields[name].type
+        sub_cls = globals().get(sub) if isinstance(sub, str) else sub
+        if dataclasses.is_dataclass(sub_cls):
+            kwargs[name] = from_dict(value, sub_cls, f"{where}{name}.")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value ("3", "1e-4", "true", "[1, 2]", "{name = 'x'}"), else the raw string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` overrides to a nested dict; the top two levels must already exist."""
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"override {item!r} is not of the form key.path=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for depth, part in enumerate(parts[:-1]):
+            if not isinstance(node.get(part), dict):
+                if depth < 1 or part in node:
+                    raise UsageError(f"unknown config key {key!r} in override {item!r}")
+                node[part] = {}
+            node = node[part]
+        if len(parts) <= 2 and parts[-1] not in node:
+            raise UsageError(
+                f"unknown config key {key!r}; valid keys here: {', '.join(node) or '(none)'}"
+            )
+        node[parts[-1]] = parse_value(text.strip())
+    return data
+
+
+def builtin_configs() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+
+
+def read_config_file(path_or_name: str | Path) -> dict:
+    """Parse a TOML/JSON config file, or a built-in config by name (see `difflab list configs`)."""
+    path = Path(path_or_name)
+    if not path.exists() and (BUILTIN_DIR / f"{path_or_name}.toml").exists():
+        path = BUILTIN_DIR / f"{path_or_name}.toml"
+    if not path.is_file():
+        raise UsageError(
+            f"config {str(path_or_name)!r} not found; give a TOML file or a built-in name "
+            f"({', '.join(builtin_configs())})"
+        )
+    text = path.read_text()
+    try:
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"config {path} is not valid {path.suffix[1:].upper()}: {err}") from None
+
+
+def load_config(path_or_name: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Defaults ← file (or built-in name) ← `--set` overrides, validated."""
+    data = Config().to_dict()
+    if path_or_name is not None:
+        _merge(data, read_config_file(path_or_name), "")
+    return from_dict(apply_overrides(data, list(overrides))).validate()
+
+
+def _merge(base: dict, new: dict, where: str) -> None:
+    """Merge `new` into the defaults: sections merge key by key, specs ({name=...}) replace."""
+    for key, value in new.items():
+        if key not in base:
+            raise UsageError(
+                f"unknown config key {where + key!r}; valid keys here: {', '.join(base)}"
+            )
+        if isinstance(value, dict) and isinstance(base[key], dict) and "name" not in value:
+            _merge(base[key], value, f"{where}{key}.")
+        else:
+            base[key] = value
+
+
+def to_toml(data: dict) -> str:
+    """Render a two-level config dict as TOML (sections of scalars, lists and inline tables)."""
+    lines = []
+    for section, table in data.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items() if v is not None)
+        return "{" + inner + "}"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")

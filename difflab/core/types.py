@@ -1,0 +1,30 @@
+"""Shared types of the σ-space core: Cond (the network's condition slots) and its null."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+Cond = dict[str, Tensor]
+
+
+NET_SLOTS = ("vector", "tokens", "tokens_mask", "channels")
+
+
+def net_cond(cond: Cond | None) -> Cond:
+    """The slots a network takes (drops "labels" and other side information)."""
+    return {k: v for k, v in (cond or {}).items() if k in NET_SLOTS}
+
+
+def null_cond(cond: Cond) -> Cond:
+    """The unconditional counterpart of `cond`: every net slot zeroed, every token masked out."""
+    out = dict(cond)
+    for k in NET_SLOTS:
+        if k in cond:
+            out[k] = torch.zeros_like(cond[k])  # tokens_mask: all False
+    return out
+
+
+def bcast(c: Tensor, x: Tensor) -> Tensor:
+    """[B] → [B, 1, ..., 1] to broadcast against x."""
+    return c.reshape(-1, *([1] * (x.ndim - 1)))

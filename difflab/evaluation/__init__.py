@@ -1,0 +1,1 @@
+"""Evaluation: metrics, feature nets, reference statistics, likelihood, plots."""

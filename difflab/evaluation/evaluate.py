@@ -1,0 +1,205 @@
+"""Evaluation as the CLI calls it: reference statistics (.npz) and every metric on a set of images.
+
+A reference file holds the dataset's feature mean and covariance (for FD), a subset of its
+features (for KID and precision/recall) and the feature network's name and hash; evaluating
+images against it with another feature network is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from difflab.core.errors import UsageError
+from difflab.data.datasets import DATASETS, Dataset, folder, load_dataset
+from difflab.evaluation import metrics as M
+from difflab.evaluation.features import FeatureNet, extract
+from difflab.storage.checkpoint import atomic_write
+
+METRICS = ("fd", "kid", "is", "pr", "acc")
+REF_FORMAT = "difflab-ref-1"
+_REF_ARRAYS = ("mu", "sigma", "features")
+_REF_FIELDS = (
+    "format",
+    "n",
+    "feature_net",
+    "feature_hash",
+    "feature_config",
+    "fd_name",
+    "dataset",
+    "kind",
+    "shape",
+)
+
+
+def images_from_folder(path: str | os.PathLike, *, channels: int = 3, size: int | None = None):
+    """uint8 images [N, C, H, W] of an image folder (recursive), via the 'folder' dataset."""
+    return folder(path=str(path), channels=channels, size=size).x
+
+
+def _source(source: str | os.PathLike | dict[str, Any]) -> tuple[Dataset, str]:
+    """(dataset, description): a dataset spec, or a path to an existing image folder."""
+    if isinstance(source, (str, os.PathLike)) and not (
+        isinstance(source, str) and source in DATASETS
+    ):
+        if not Path(source).is_dir():
+            raise UsageError(
+                f"{source} is neither an image folder nor a dataset; pass an existing folder "
+                f"or one of: {', '.join(DATASETS.names())}"
+            )
+        return folder(path=str(source)), json.dumps({"name": "folder", "path": str(source)})
+    return load_dataset(source), json.dumps(source)
+
+
+def reference_stats(
+    source: str | os.PathLike | dict[str, Any],
+    feature_net: FeatureNet,
+    n: int | None = None,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_features: int = 10000,
+) -> dict[str, Any]:
+    """Feature statistics of `n` items (all if None, else a seeded random subset) of a dataset."""
+    data, description = _source(source)
+    if n is not None:
+        if not isinstance(n, int) or n < 2:
+            raise UsageError(f"n={n!r} is invalid; pass an integer ≥ 2 (or omit it for all)")
+        if n > len(data):
+            raise UsageError(f"n={n} exceeds the {len(data)} items of {description}; lower n")
+    x = data.x
+    if n is not None and n < len(x):
+        g = torch.Generator().manual_seed(seed)
+        x = x[torch.randperm(len(x), generator=g)[:n].sort().values]
+    feats = extract(feature_net, x, batch_size=batch_size)[0]  # [N, D]
+    mu, sigma = M.feature_stats(feats)
+    keep = feats
+    if len(feats) > max_features:
+        g = torch.Generator().manual_seed(seed + 1)
+        keep = feats[torch.randperm(len(feats), generator=g)[:max_features].sort().values]
+    return {
+        "format": REF_FORMAT,
+        "mu": mu,
+        "sigma": sigma,
+        "features": keep.numpy().astype(np.float32),
+        "n": len(x),
+        "feature_net": feature_net.name,
+        "feature_hash": feature_net.hash,
+        "feature_config": feature_net.description,
+        "fd_name": feature_net.fd_name,
+        "dataset": description,
+        "kind": data.kind,
+        "shape": list(data.shape),
+    }
+
+
+def save_ref(path: str | os.PathLike, ref: dict[str, Any]) -> None:
+    """Atomically write reference statistics as a .npz (no pickled objects)."""
+    missing = [k for k in _REF_ARRAYS + _REF_FIELDS if k not in ref]
+    if missing:
+        raise UsageError(f"reference lacks {missing}; build it with reference_stats")
+    arrays = {k: np.asarray(ref[k]) for k in _REF_ARRAYS}
+    arrays["meta"] = np.array(json.dumps({k: ref[k] for k in _REF_FIELDS}))
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(Path(path), write)
+
+
+def load_ref(path: str | os.PathLike) -> dict[str, Any]:
+    """Reference statistics written by `save_ref`; a UsageError for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"reference file {path} does not exist; create it with reference_stats")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError):
+        raise UsageError(
+            f"{path} is not a difflab reference file; create one with reference_stats"
+        ) from None
+    if meta.get("format") != REF_FORMAT or any(k not in arrays for k in _REF_ARRAYS):
+        raise UsageError(f"{path} is not a {REF_FORMAT} reference file; recreate it")
+    return {**arrays, **meta}
+
+
+def _check_inputs(images: Tensor, ref: dict[str, Any], feature_net: FeatureNet) -> None:
+    if ref["feature_hash"] != feature_net.hash:
+        raise UsageError(
+            f"reference statistics were computed with feature network {ref['feature_net']!r} "
+            f"(hash {ref['feature_hash'][:12]}) but the given one is {feature_net.name!r} "
+            f"(hash {feature_net.hash[:12]}); recompute the reference with this network"
+        )
+    if not isinstance(images, Tensor) or len(images) == 0:
+        raise UsageError("no images to evaluate; pass a non-empty uint8 tensor [N, C, H, W]")
+    shape = list(images.shape[1:])
+    if shape != list(ref["shape"]):
+        raise UsageError(
+            f"images have shape {shape} per item but the reference {ref['dataset']} has "
+            f"{list(ref['shape'])}; generate at the reference's size and channels"
+        )
+    if ref["kind"] == "image" and images.dtype != torch.uint8:
+        raise UsageError(
+            f"images must be uint8 0..255, got {images.dtype}; convert with model_to_images"
+        )
+
+
+def evaluate(
+    images: Tensor,
+    ref: dict[str, Any],
+    feature_net: FeatureNet,
+    metrics: tuple[str, ...] | list[str] = ("fd", "kid", "is", "pr"),
+    *,
+    labels: Tensor | None = None,
+    batch_size: int = 64,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    is_splits: int = 10,
+    pr_k: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every requested metric of images [N, C, H, W] against a reference, with n and the net."""
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise UsageError(f"unknown metric(s) {unknown}; choose from: {', '.join(METRICS)}")
+    if "acc" in metrics and labels is None:
+        raise UsageError("metric 'acc' needs the class labels the images were generated with")
+    _check_inputs(images, ref, feature_net)
+    with_probs = "is" in metrics or "acc" in metrics
+    feats, probs = extract(feature_net, images, batch_size=batch_size, with_probs=with_probs)
+    out: dict[str, Any] = {
+        "n": len(images),
+        "n_ref": int(ref["n"]),
+        "feature_net": feature_net.name,
+        "feature_hash": feature_net.hash,
+        "fd_name": feature_net.fd_name,
+        "reference": ref["dataset"],
+    }
+    if "fd" in metrics:
+        mu, sigma = M.feature_stats(feats)
+        out["fd"] = M.frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
+    if "kid" in metrics:
+        out["kid_mean"], out["kid_std"] = M.kid(
+            feats, ref["features"], subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
+        )
+    if "is" in metrics:
+        out["is_mean"], out["is_std"] = M.inception_score(probs, splits=is_splits)
+    if "pr" in metrics:
+        out["precision"], out["recall"] = M.precision_recall(
+            torch.from_numpy(ref["features"]), feats, k=pr_k
+        )
+    if "acc" in metrics:
+        out["accuracy"] = M.classifier_accuracy(probs, labels)
+    return out
+
+

@@ -1,0 +1,70 @@
+"""The held-out FD logged during training (a training hook built by the CLI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from difflab.core.config import Config
+from difflab.core.errors import UsageError
+from difflab.core.imageio import model_to_images
+from difflab.evaluation.evaluate import evaluate, load_ref
+from difflab.evaluation.features import load_feature_net
+
+
+class InLoopFD:
+    """FD of `n` EMA samples against a held-out reference, logged during training (cheap n)."""
+
+    def __init__(self, ref_path: str, features: str, n: int, seed: int = 0):
+        self.ref = load_ref(ref_path)
+        spec = {"name": "raw"} if features in ("", "raw") else {"name": "domain", "path": features}
+        self.net = load_feature_net(spec)
+        if self.ref["feature_hash"] != self.net.hash:
+            raise UsageError(
+                f"train.eval_ref {ref_path} was made with another feature net than "
+                f"train.eval_features={features!r}; pass the one used by `difflab ref-stats`"
+            )
+        self.n, self.seed = n, seed
+
+    def __call__(self, denoiser, shape: tuple[int, ...], sample_cfg, device) -> dict[str, Any]:
+        """{"eval_metric", "eval_fd", "eval_n"} for samples drawn as `sample_cfg` says."""
+        from difflab.inference.generate import generate
+        from difflab.inference.request import request
+
+        config = {"model": {"shape": list(shape)}, "sample": {"guidance": sample_cfg.guidance}}
+        cond, guidance, _ = request(denoiser, config, self.n, device=device)
+        batches = generate(
+            denoiser, shape, n=self.n, seed=self.seed, batch_size=sample_cfg.batch_size,
+            sampler=sample_cfg.sampler, steps=sample_cfg.steps,
+            discretization=sample_cfg.discretization, device=device, cond=cond, guidance=guidance,
+        )  # fmt: skip
+        x = torch.cat([b.cpu() for b in batches])
+        images = model_to_images(x) if len(shape) == 3 else x
+        report = evaluate(images, self.ref, self.net, ("fd",))
+        return {"eval_metric": report["fd_name"], "eval_fd": report["fd"], "eval_n": self.n}
+
+
+def in_loop_evaluator(cfg: Config):
+    """The held-out FD evaluator when train.eval_every > 0 (checked before any file is written)."""
+    if not cfg.train.eval_every:
+        return None
+    if not cfg.train.eval_ref:
+        raise UsageError(
+            "train.eval_every needs train.eval_ref (a .npz from `difflab ref-stats` of held-out "
+            "data) and train.eval_features (the feature net it was made with)"
+        )
+    if (cfg.model.cond or {}).get("name") == "image":
+        raise UsageError(
+            "train.eval_every samples without user input, but an image-conditional model needs "
+            "conditioning images; set train.eval_every = 0 and use `difflab eval --image`"
+        )
+    return InLoopFD(cfg.train.eval_ref, cfg.train.eval_features, cfg.train.eval_n, cfg.sample.seed)
+
+
+def train(cfg, out, *, resume: bool = False, callback=None):
+    """difflab.training.loop.train with the held-out FD evaluator that `cfg.train` asks for."""
+    from difflab.training.loop import train as train_loop
+
+    evaluator = in_loop_evaluator(cfg)  # raises before any file is written
+    return train_loop(cfg, out, resume=resume, callback=callback, evaluator=evaluator)

@@ -1,0 +1,356 @@
+"""Guidance: wrappers from a denoiser D(x; σ, cond) to the DenoiseFn a sampler calls.
+
+A guidance chain is one *bridge* Denoiser → DenoiseFn (`plain` or `cfg`) followed by any number of
+*terms* DenoiseFn → DenoiseFn, applied in order: gradient terms add s·σ²·∇_x F(x, σ) to x̂0 (the
+score form: score = (D − x)/σ², so adding s·∇F to the score adds s·σ²·∇F to D), thresholds
+post-process x̂0. Several gradient terms add up, which makes their weighted sum a chain. CLI specs
+("cfg:scale=3+classifier:ckpt=c.safetensors,scale=2") are parsed by `parse_guidance` and resolved
+(checkpoints loaded, reference images read) by `build_guidance` before sampling starts.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from difflab.core.errors import UsageError
+from difflab.core.registry import Registry
+from difflab.core.types import Cond, bcast, net_cond, null_cond
+
+GUIDANCES = Registry("guidance")
+DenoiseFn = Callable[[Tensor, Tensor], Tensor]
+Bridge = Callable[[Any, Cond], DenoiseFn]  # (denoiser, cond) -> fn
+Term = Callable[[DenoiseFn, Cond], DenoiseFn]  # (fn, cond) -> fn
+
+
+def wrap(fn: DenoiseFn, modify: Callable[[Tensor, Tensor, Tensor], Tensor]) -> DenoiseFn:
+    """fn' with x̂0' = modify(x, σ, fn(x, σ)); keeps a learned-variance `with_extra` (same extra)."""
+
+    def guided(x: Tensor, sigma: Tensor) -> Tensor:
+        return modify(x, sigma, fn(x, sigma))
+
+    if hasattr(fn, "with_extra"):
+
+        def with_extra(x: Tensor, sigma: Tensor):
+            denoised, extra = fn.with_extra(x, sigma)
+            return modify(x, sigma, denoised), extra
+
+        guided.with_extra = with_extra
+    return guided
+
+
+# ---------------------------------------------------------------- bridges
+
+
+def plain(denoiser, cond: Cond) -> DenoiseFn:
+    """The unguided DenoiseFn: D(x; σ, cond) with cond bound."""
+    fn = lambda x, sigma: denoiser(x, sigma, cond)  # noqa: E731
+    if getattr(denoiser, "learned_variance", False):
+        fn.with_extra = lambda x, sigma: denoiser.forward_with_extra(x, sigma, cond)
+    return fn
+
+
+def cfg(
+    denoiser, cond: Cond, *, scale: float = 1.0, sigma_min: float = 0.0,
+    sigma_max: float = math.inf,
+) -> DenoiseFn:  # fmt: skip
+    """Classifier-free guidance D̃ = D(x|∅) + w·(D(x|c) − D(x|∅)) (Ho & Salimans 2022, Eq. 6).
+
+    Written on x̂0 (equal to writing it on ε, v or u: D is affine in F); w = 1 + the paper's w.
+
+    Both branches run in one batched forward; outside [sigma_min, sigma_max] the conditional D
+    alone is used (Kynkäänniemi et al. 2024, guidance in a limited interval).
+    """
+    if not net_cond(cond):
+        raise UsageError(
+            "classifier-free guidance needs a condition; pass --class or --prompt, or drop cfg"
+        )
+    uncond = null_cond(cond)
+    both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}  # [2B, ...] per slot
+
+    def combine(x: Tensor, sigma: Tensor, d_u: Tensor, d_c: Tensor) -> Tensor:
+        inside = (sigma >= sigma_min) & (sigma <= sigma_max)  # [B]
+        guided = d_u + scale * (d_c - d_u)  # [B, ...]
+        return torch.where(bcast(inside, x), guided, d_c)
+
+    def active(sigma: Tensor) -> bool:
+        return bool(((sigma >= sigma_min) & (sigma <= sigma_max)).any())
+
+    def fn(x: Tensor, sigma: Tensor) -> Tensor:
+        if not active(sigma):
+            return denoiser(x, sigma, cond)
+        d_u, d_c = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
+        return combine(x, sigma, d_u, d_c)
+
+    if getattr(denoiser, "learned_variance", False):
+
+        def with_extra(x: Tensor, sigma: Tensor):
+            """Guided x̂0 with the conditional branch's variance head (GLIDE §3 / ADM)."""
+            if not active(sigma):
+                return denoiser.forward_with_extra(x, sigma, cond)
+            d, extra = denoiser.forward_with_extra(
+                torch.cat([x, x]), torch.cat([sigma, sigma]), both
+            )
+            (d_u, d_c), (_, extra_c) = d.chunk(2), extra.chunk(2)
+            return combine(x, sigma, d_u, d_c), extra_c
+
+        fn.with_extra = with_extra
+    return fn
+
+
+# ---------------------------------------------------------------- terms
+
+
+def gradient_term(
+    fn: DenoiseFn, objective: Callable[[Tensor, Tensor], Tensor], scale: float
+) -> DenoiseFn:
+    """D̃ = D + s·σ²·∇_x F(x, σ) for F [B] (score form of Dhariwal & Nichol 2021, Eq. 10–11).
+
+    The gradient is taken with autograd even inside `torch.inference_mode` (as in `generate`).
+    """
+
+    def modify(x: Tensor, sigma: Tensor, denoised: Tensor) -> Tensor:
+        with torch.inference_mode(False), torch.enable_grad():
+            x_in = x.detach().clone().requires_grad_(True)  # [B, ...], out of inference mode
+            (grad,) = torch.autograd.grad(objective(x_in, sigma.detach().clone()).sum(), x_in)
+        return denoised + scale * bcast(sigma, x) ** 2 * grad.to(denoised.dtype)
+
+    return wrap(fn, modify)
+
+
+def classifier_guidance(fn: DenoiseFn, cond: Cond, classifier, *, scale: float = 1.0,
+                        label: int | None = None) -> DenoiseFn:  # fmt: skip
+    """D̃ = D + s·σ²·∇_x log p(y | x_σ, σ) with a noise-aware classifier (Dhariwal & Nichol 2021).
+
+    `classifier.log_prob(x, sigma, labels) -> [B]`; y is `label` or else cond["labels"] [B].
+    """
+    if label is not None:
+        labels = torch.full((1,), int(label), dtype=torch.long)  # broadcast to the batch
+    elif "labels" in cond:
+        labels = cond["labels"].detach().clone()  # [B]
+    else:
+        raise UsageError("classifier guidance needs a class; pass --class N or label=N")
+    num = getattr(classifier, "num_classes", None)
+    if num is not None and (labels.min() < 0 or labels.max() >= num):
+        raise UsageError(
+            f"class {labels.tolist()} is out of range for this classifier; pass 0..{num - 1}"
+        )
+
+    def log_prob(x: Tensor, sigma: Tensor) -> Tensor:
+        y = labels.to(x.device).clone().expand(len(x))  # [B]
+        return classifier.log_prob(x, sigma, y)  # [B]
+
+    return gradient_term(fn, log_prob, scale)
+
+
+def static_threshold(denoised: Tensor) -> Tensor:
+    """Clip x̂0 to [−1, 1] (Saharia et al. 2022, §2.3, static thresholding)."""
+    return denoised.clamp(-1.0, 1.0)
+
+
+def dynamic_threshold(denoised: Tensor, p: float = 0.995) -> Tensor:
+    """s = max(1, percentile_p |x̂0|) per sample; x̂0 ← clip(x̂0, −s, s)/s (Saharia et al. 2022, §2.3)."""
+    s = torch.quantile(denoised.detach().abs().flatten(1).float(), p, dim=1)  # [B]
+    s = bcast(s.clamp(min=1.0).to(denoised.dtype), denoised)  # [B, 1, ...]
+    return torch.minimum(torch.maximum(denoised, -s), s) / s
+
+
+# ---------------------------------------------------------------- registry entries
+
+
+@dataclass
+class Context:
+    """What resolving a spec needs: the sample shape [C, H, W] or [D], device, --prompt."""
+
+    shape: tuple[int, ...]
+    device: torch.device = torch.device("cpu")
+    prompt: str | None = None
+    cache: dict[Any, Any] = field(default_factory=dict)  # loaded checkpoints by (kind, path)
+
+
+def finite(name: str, option: str, value: float) -> float:
+    if not math.isfinite(value):
+        raise UsageError(f"guidance {name!r} option {option}={value} must be a finite number")
+    return value
+
+
+def require(name: str, option: str, value: Any, hint: str) -> Any:
+    if value is None:
+        raise UsageError(f"guidance {name!r} needs {option}=; {hint}")
+    return value
+
+
+@GUIDANCES.register("plain", kind="bridge")
+def _plain(ctx: Context) -> Bridge:
+    """No guidance: the conditional (or unconditional) denoiser as it is."""
+    return plain
+
+
+@GUIDANCES.register("cfg", kind="bridge")
+def _cfg(ctx: Context, *, scale: float = 1.0, sigma_min: float = 0.0,
+         sigma_max: float = math.inf) -> Bridge:  # fmt: skip
+    """Classifier-free guidance with scale w, applied for σ in [sigma_min, sigma_max]."""
+    finite("cfg", "scale", scale)
+    if not 0 <= sigma_min <= sigma_max:
+        raise UsageError(
+            f"cfg needs 0 <= sigma_min <= sigma_max, got sigma_min={sigma_min}, "
+            f"sigma_max={sigma_max}; fix the interval"
+        )
+    return lambda denoiser, cond: cfg(
+        denoiser, cond, scale=scale, sigma_min=sigma_min, sigma_max=sigma_max
+    )
+
+
+def load_checkpoint(ctx: Context, kind: str, path: str):
+    """Load (once per build) a noise-aware classifier/encoder, moved to ctx.device, shape-checked."""
+    key = (kind, str(path))
+    if key not in ctx.cache:
+        if kind == "classifier":
+            from difflab.storage.noise_aware import load_classifier as load
+        else:
+            from difflab.storage.noise_aware import load_encoder as load
+        model = load(path).to(ctx.device)
+        model.check_compatible(ctx.shape)
+        ctx.cache[key] = model
+    return ctx.cache[key]
+
+
+@GUIDANCES.register("classifier", kind="term")
+def _classifier(ctx: Context, *, ckpt: str | None = None, scale: float = 1.0,
+                label: int | None = None) -> Term:  # fmt: skip
+    """Classifier guidance by a noise-aware classifier checkpoint (difflab train-classifier)."""
+    finite("classifier", "scale", scale)
+    require("classifier", "ckpt", ckpt, "train one with `difflab train-classifier DATA --out FILE`")
+    clf = load_checkpoint(ctx, "classifier", ckpt)
+    return lambda fn, cond: classifier_guidance(fn, cond, clf, scale=scale, label=label)
+
+
+@GUIDANCES.register("static_threshold", kind="term")
+def _static(ctx: Context) -> Term:
+    """Clip x̂0 to [−1, 1]."""
+    return lambda fn, cond: wrap(fn, lambda x, sigma, d: static_threshold(d))
+
+
+@GUIDANCES.register("dynamic_threshold", kind="term")
+def _dynamic(ctx: Context, *, p: float = 0.995) -> Term:
+    """Dynamic thresholding of x̂0 at percentile p."""
+    if not 0 < p <= 1:
+        raise UsageError(f"dynamic_threshold p={p} is invalid; pass a percentile in (0, 1]")
+    return lambda fn, cond: wrap(fn, lambda x, sigma, d: dynamic_threshold(d, p))
+
+
+# ---------------------------------------------------------------- specs
+
+
+def parse_guidance(specs: str | list[str] | None) -> list[dict[str, Any]]:
+    """["cfg:scale=3", "style:ref=a.png,scale=50+text:prompt=x"] → [{"name": "cfg", "scale": "3"}, ...]."""
+    if isinstance(specs, str):
+        specs = [specs]
+    out = []
+    for spec in specs or []:
+        for part in spec.split("+"):
+            name, _, rest = part.strip().partition(":")
+            if not name:
+                raise UsageError(
+                    f"empty guidance in {spec!r}; write NAME[:KEY=VALUE,...] joined by '+' "
+                    f"(names: {', '.join(GUIDANCES.names())})"
+                )
+            entry: dict[str, Any] = {"name": name.strip()}
+            for item in filter(None, (s.strip() for s in rest.split(","))):
+                key, eq, value = item.partition("=")
+                if not eq or not key.strip():
+                    raise UsageError(
+                        f"guidance option {item!r} in {spec!r} is not KEY=VALUE; write e.g. "
+                        f"{name}:scale=2"
+                    )
+                if key.strip() in entry:
+                    raise UsageError(f"guidance option {key.strip()!r} given twice in {spec!r}")
+                entry[key.strip()] = value.strip()
+            GUIDANCES.check_options(
+                entry["name"], {k: v for k, v in entry.items() if k != "name"}, skip=1
+            )
+            out.append(entry)
+    return out
+
+
+def _coerce(name: str, option: str, value: Any, hint: Any) -> Any:
+    """Convert a CLI string to the factory's annotated type (bool, int, float or str)."""
+    types = typing.get_args(hint) or (hint,)
+    if value is None or not isinstance(value, str):
+        return float(value) if float in types and isinstance(value, int) else value
+    try:
+        if bool in types:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if int in types:
+            return int(value)
+        if float in types:
+            return float(value)
+    except ValueError:
+        kind = next(t.__name__ for t in types if t in (bool, int, float))
+        raise UsageError(
+            f"guidance {name!r} option {option}={value!r} must be a {kind}; fix the value"
+        ) from None
+    return value
+
+
+def resolve(spec: Mapping[str, Any], ctx: Context) -> tuple[str, Callable]:
+    """(kind, bridge or term) for one spec {"name": ..., **options}: options checked and typed."""
+    name = spec["name"]
+    options = {k: v for k, v in spec.items() if k != "name"}
+    GUIDANCES.check_options(name, options, skip=1)
+    factory = GUIDANCES.get(name)
+    hints = typing.get_type_hints(factory)
+    options = {k: _coerce(name, k, v, hints.get(k, str)) for k, v in options.items()}
+    return GUIDANCES.meta(name)["kind"], factory(ctx, **options)
+
+
+class Guidance:
+    """A resolved chain, called by `generate` as guidance(denoiser, cond) -> DenoiseFn."""
+
+    def __init__(self, bridge: Bridge, terms: list[Term], specs: list[dict[str, Any]]):
+        self.bridge, self.terms, self.specs = bridge, terms, specs
+
+    def __call__(self, denoiser, cond: Cond) -> DenoiseFn:
+        fn = self.bridge(denoiser, cond)
+        for term in self.terms:
+            fn = term(fn, cond)
+        return fn
+
+
+def build_guidance(
+    specs: str | list[str] | list[dict[str, Any]] | None,
+    *,
+    shape: tuple[int, ...],
+    device: str | torch.device = "cpu",
+    prompt: str | None = None,
+) -> Guidance:
+    """Resolve guidance specs (CLI strings or dicts) for samples of `shape`; fails before sampling.
+
+    At most one bridge (plain or cfg, default plain); terms apply in the order given, so put
+    thresholds last. `prompt` is the text term's default prompt (the CLI's --prompt).
+    """
+    if isinstance(specs, str) or (specs and isinstance(specs[0], str)):
+        specs = parse_guidance(specs)
+    specs = [dict(s) for s in specs or []]
+    ctx = Context(tuple(shape), torch.device(device), prompt)
+    bridges, terms = [], []
+    for spec in specs:
+        if "name" not in spec:
+            raise UsageError(f"guidance spec {spec!r} has no 'name'; add name = \"...\"")
+        kind, built = resolve(spec, ctx)
+        (bridges if kind == "bridge" else terms).append((spec["name"], built))
+    if len(bridges) > 1:
+        raise UsageError(
+            f"guidance combines {', '.join(n for n, _ in bridges)}; use at most one of "
+            f"{', '.join(n for n in GUIDANCES.names() if GUIDANCES.meta(n)['kind'] == 'bridge')}"
+        )
+    bridge = bridges[0][1] if bridges else plain
+    return Guidance(bridge, [t for _, t in terms], specs)

@@ -1,0 +1,53 @@
+"""What to sample: each sample's condition and the guidance chain, from a user's request.
+
+One function shared by `difflab sample`, `difflab eval`, the in-loop FD and the benches, so each
+samples the same way: the config's default guidance (`sample.guidance`, e.g. the x̂0 clipping an
+ε-prediction cosine model needs) follows the user's terms, so thresholds stay last; a default the
+user names again is replaced by the user's options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from difflab.conditioning.base import cycle, sampling_cond
+from difflab.conditioning.image import read_images
+from difflab.core.types import Cond
+
+
+def request(
+    denoiser,
+    config: dict,
+    n: int,
+    *,
+    guidance: Sequence[str | dict] = (),
+    classes: Sequence[int] = (),
+    prompts: Sequence[str] = (),
+    images: Sequence[str] = (),
+    device: str | torch.device = "cpu",
+) -> tuple[Cond, object, dict]:
+    """(cond for n samples, guidance chain for `generate`, what each sample asked for)."""
+    from difflab.guidance.chain import build_guidance, parse_guidance
+
+    def parse(items):
+        return [s for g in items for s in (parse_guidance(g) if isinstance(g, str) else [dict(g)])]
+
+    specs = parse(guidance)
+    named = {s["name"] for s in specs}
+    specs += [
+        s for s in parse(config.get("sample", {}).get("guidance", [])) if s["name"] not in named
+    ]
+    shape = tuple(config["model"]["shape"])
+    pixels = read_images(list(images), shape, n) if images else None  # [n, C, h, w]
+    cond, asked = sampling_cond(
+        getattr(denoiser, "conditioner", None), n, classes=list(classes), prompts=list(prompts),
+        guided_by=[s["name"] for s in specs], images=pixels, shape=shape,
+    )  # fmt: skip
+    if images:
+        asked["images"] = cycle([str(p) for p in images], n)
+    chain = build_guidance(specs, shape=shape, device=device, prompt=(list(prompts) or [None])[0])
+    return cond, chain, asked | ({"guidance": specs} if specs else {})
+
+

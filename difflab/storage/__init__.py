@@ -1,0 +1,1 @@
+"""Files: atomic safetensors checkpoints, model loading, noise-aware nets."""

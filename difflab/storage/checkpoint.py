@@ -1,0 +1,142 @@
+"""Checkpoints: safetensors weights with the resolved config in their metadata, written atomically.
+
+A model file (`step-0001000.safetensors`) holds the EMA weights and the config, enough for
+`difflab sample`. Its resume state (`step-0001000.state.safetensors`) holds the raw weights,
+optimizer, step, RNG states and data position. Nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from difflab.core.errors import UsageError
+
+FORMAT = "difflab-1"
+MAX_HEADER = 100 * 2**20  # a sane safetensors JSON header is far smaller
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), fsync, then rename over `path`: a crash never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict) -> None:
+    """Atomically write tensors plus JSON metadata (every value JSON-encoded under 'difflab')."""
+    tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
+    metadata = {"format": FORMAT, "difflab": json.dumps(meta)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_header(path: Path) -> dict:
+    """The safetensors JSON header, checked for sane sizes before anything else is read."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist; give a .safetensors file or a run dir")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise UsageError(f"{path} is not a safetensors file (only {size} bytes)")
+        (n,) = struct.unpack("<Q", raw)
+        if n > min(MAX_HEADER, size - 8):
+            raise UsageError(f"{path} is not a safetensors file or is truncated (bad header size)")
+        try:
+            return json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise UsageError(f"{path} is not a safetensors file (header is not JSON)") from None
+
+
+def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict]:
+    """(tensors, difflab metadata) of a file written by `save_tensors`; else a UsageError."""
+    header = read_header(path)
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT or "difflab" not in meta:
+        raise UsageError(
+            f"{path} is a safetensors file but not a difflab checkpoint (no difflab metadata); "
+            "train one with `difflab train`"
+        )
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UsageError(f"checkpoint {path} is corrupt or truncated: {err}") from None
+    return tensors, json.loads(meta["difflab"])
+
+
+def save_model(path: Path, state_dict: dict[str, Tensor], config: dict, info: dict) -> None:
+    """Model file: weights + {"config": resolved config, "info": step, metrics...}."""
+    save_tensors(path, state_dict, {"kind": "model", "config": config, "info": info})
+
+
+def load_model_file(path: Path) -> tuple[dict[str, Tensor], dict, dict]:
+    """(state_dict, config dict, info) of a difflab model file or of a run dir's newest one."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise UsageError(f"run dir {path} holds no checkpoint; train first or give a file")
+        path = found
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "model":
+        raise UsageError(f"{path} is a difflab {meta.get('kind')} file, not a model checkpoint")
+    return tensors, meta["config"], meta.get("info", {})
+
+
+def checkpoint_dir(run: Path) -> Path:
+    return Path(run) / "checkpoints"
+
+
+def model_path(run: Path, step: int) -> Path:
+    return checkpoint_dir(run) / f"step-{step:07d}.safetensors"
+
+
+def state_path(model_file: Path) -> Path:
+    return model_file.with_name(model_file.name.replace(".safetensors", ".state.safetensors"))
+
+
+def list_checkpoints(run: Path) -> list[Path]:
+    """Model files of a run, oldest first."""
+    return sorted(checkpoint_dir(run).glob("step-*[0-9].safetensors"))
+
+
+def latest_checkpoint(run: Path) -> Path | None:
+    found = list_checkpoints(run)
+    return found[-1] if found else None
+
+
+def mark_best(model_file: Path) -> None:
+    """Atomically copy a model file to checkpoints/best.safetensors."""
+    data = Path(model_file).read_bytes()
+    atomic_write(
+        Path(model_file).with_name("best.safetensors"), lambda t: Path(t).write_bytes(data)
+    )
+
+
+def prune(run: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (model file and resume state)."""
+    for old in list_checkpoints(run)[:-keep]:
+        state_path(old).unlink(missing_ok=True)
+        old.unlink(missing_ok=True)

@@ -1,0 +1,182 @@
+"""Noise-aware networks on σ-space inputs: the shared wrapper, σ densities, loop and checkpoints.
+
+A noise-aware net reads x = x0 + σ·ε (σ-space, model-space x0 in [-1, 1]) and σ, with EDM's input
+scalings c_in = 1/√(σ² + σ_data²), c_noise = ¼·ln σ (Karras et al. 2022, Table 1): it depends on
+no diffusion schedule, so one classifier or encoder serves every difflab model. Trained on noised
+data at all noise levels as in Dhariwal & Nichol 2021 §4 (classifier guidance).
+`classifier.py` and `encoder.py` add their heads and losses on top.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from difflab.core.errors import TrainingError, UsageError
+from difflab.core.types import bcast
+from difflab.data.datasets import Dataset, load_dataset
+from difflab.data.loader import InfiniteLoader
+from difflab.data.splits import holdout_split
+from difflab.nets.base import NETS
+from difflab.nets.noise_aware import NoiseAwareNet
+from difflab.training.dist import pick_device
+from difflab.training.ema import EMA
+from difflab.training.losses import lognormal
+
+DEFAULT_NET = {
+    "name": "encoder_unet", "model_channels": 32, "channel_mult": [1, 2, 2],
+    "num_res_blocks": 1, "attention_resolutions": [],  # attention: middle block + pooling
+}  # fmt: skip
+DEFAULT_DENSITY = {
+    "name": "log_uniform", "sigma_min": 0.002, "sigma_max": 80.0, "p_mean": -1.2, "p_std": 1.2,
+}  # fmt: skip
+
+
+def default_options() -> dict[str, Any]:
+    """Training options of train_classifier / train_encoder, every key present (for --set)."""
+    params = inspect.signature(NETS.get("encoder_unet")).parameters.values()
+    net = {p.name: p.default for p in params if p.default is not p.empty}
+    net = {k: list(v) if isinstance(v, tuple) else v for k, v in net.items()}
+    net = {"name": "encoder_unet", **net, **DEFAULT_NET}
+    return {"net": net, "density": dict(DEFAULT_DENSITY), "sigma_data": 0.5, "ema_decay": 0.999,
+            "weight_decay": 0.05, "test_fraction": 0.2}  # fmt: skip
+
+
+def sample_sigma(density: dict[str, Any], n: int, generator: torch.Generator) -> Tensor:
+    """σ [n]: log-uniform on [σ_min, σ_max] or EDM's log-normal (Karras et al. 2022, Table 1)."""
+    d = {**DEFAULT_DENSITY, **density}
+    if d["name"] == "log_uniform":
+        lo, hi = d["sigma_min"], d["sigma_max"]
+        if not 0 < lo < hi:
+            raise UsageError(f"density needs 0 < sigma_min < sigma_max, got {lo}, {hi}; fix them")
+        u = torch.rand(n, generator=generator, dtype=torch.float64)  # [n]
+        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).float()
+    if d["name"] == "lognormal":
+        return lognormal(None, n, generator, p_mean=d["p_mean"], p_std=d["p_std"])  # [n]
+    raise UsageError(
+        f"sigma density {d['name']!r} is unknown for noise-aware nets; "
+        "use density.name=log_uniform (sigma_min, sigma_max) or lognormal (p_mean, p_std)"
+    )
+
+
+def sigma_range(density: dict[str, Any]) -> list[float]:
+    """[σ_min, σ_max] the net was trained on (log-normal: its ±3 std interval)."""
+    d = {**DEFAULT_DENSITY, **density}
+    if d["name"] == "log_uniform":
+        return [d["sigma_min"], d["sigma_max"]]
+    return [math.exp(d["p_mean"] - 3 * d["p_std"]), math.exp(d["p_mean"] + 3 * d["p_std"])]
+
+
+def image_data(dataset_spec: str | dict[str, Any], what: str) -> Dataset:
+    """A labelled square image dataset with ≥ 2 classes, else a UsageError."""
+    data = load_dataset(dataset_spec)
+    if data.kind != "image" or data.labels is None or data.num_classes < 2:
+        raise UsageError(
+            f"a noise-aware {what} needs a labelled image dataset with ≥ 2 classes; {dataset_spec} "
+            "is not one (use 'digits', 'fashion_mnist' or a folder with class subfolders)"
+        )
+    if data.shape[1] != data.shape[2]:
+        raise UsageError(
+            f"images are {data.shape[1]}×{data.shape[2]}; pass size= to make them square"
+        )
+    return data
+
+
+def fit(
+    model: NoiseAwareNet,
+    loss_fn: Callable[[NoiseAwareNet, Tensor, Tensor, Tensor], Tensor],
+    data: Dataset,
+    *,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    ema_decay: float,
+    density: dict[str, Any],
+    seed: int,
+    callback: Callable[[dict], None] | None,
+    device: str = "auto",
+) -> NoiseAwareNet:
+    """AdamW on loss_fn(model, x = x0 + σ·ε, σ, labels), σ from `density` (ADM §4); EMA or raw net."""
+    if steps < 1 or batch_size < 1 or not lr > 0:
+        raise UsageError(
+            f"steps, batch_size and lr must be positive, got {steps}, {batch_size}, {lr}"
+        )
+    loader, g = InfiniteLoader(data, batch_size, seed=seed), torch.Generator().manual_seed(seed)
+    dev = pick_device(device)
+    model = model.to(dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    ema = EMA(model, ema_decay) if ema_decay > 0 else None
+    model.train()
+    for step in range(steps):
+        x0, labels = next(loader)  # [B, C, H, W] in [-1, 1], [B]
+        sigma = sample_sigma(density, len(x0), g)  # [B]
+        x = x0 + bcast(sigma, x0) * torch.randn(x0.shape, generator=g)  # [B, C, H, W] σ-space
+        loss = loss_fn(model, x.to(dev), sigma.to(dev), labels.to(dev))
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss became {loss.item()} at step {step + 1}; lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if ema is not None:
+            ema.update(model, step)
+        if callback is not None:
+            callback({"step": step + 1, "loss": loss.item()})
+    return (ema.model if ema is not None else model).eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def noised_top1(
+    logits: Callable[[Tensor, Tensor], Tensor], x0: Tensor, labels: Tensor, sigma: float,
+    seed: int = 0, batch_size: int = 256, device: torch.device | str = "cpu",
+) -> float:  # fmt: skip
+    """Top-1 accuracy of `logits(x, σ)` [b, K] on x0 + σ·ε (x0 in model space), noise seeded."""
+    g, correct = torch.Generator().manual_seed(seed), 0
+    for i in range(0, len(x0), batch_size):
+        xb = x0[i : i + batch_size]  # [b, C, H, W]
+        x = (xb + sigma * torch.randn(xb.shape, generator=g)).to(device)
+        pred = logits(x, torch.tensor(sigma)).argmax(1).cpu()  # [b]
+        correct += int((pred == labels[i : i + len(xb)]).sum())
+    return correct / len(x0)
+
+
+def setup(
+    dataset_spec: str | dict[str, Any], what: str, out: str | os.PathLike, *, force: bool,
+    test_fraction: float, net: dict | None, density: dict | None, sigma_data: float,
+    **train_opts: Any,
+) -> tuple[Path, Dataset, Dataset, Dataset, dict[str, Any]]:  # fmt: skip
+    """The shared start of every noise-aware trainer: (checked out path, data, train split, test
+    split, meta with dataset/classes/shape/net/density/training options); writes nothing."""
+    out = check_out(out, force)
+    data = image_data(dataset_spec, what)
+    if not 0 < test_fraction < 1:
+        raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")
+    defaults = default_options()
+    net = {**defaults["net"], **(net or {})}
+    density = {**defaults["density"], **(density or {})}
+    meta = {
+        "dataset": dataset_spec if isinstance(dataset_spec, dict) else {"name": dataset_spec},
+        "class_names": list(data.class_names or map(str, range(data.num_classes))),
+        "shape": list(data.shape), "sigma_data": sigma_data, "net": net, "density": density,
+        "sigma_range": sigma_range(density), "train": {**train_opts, "test_fraction": test_fraction},
+    }  # fmt: skip
+    return out, data, *holdout_split(data, test_fraction), meta
+
+
+def check_out(out: str | os.PathLike, force: bool) -> Path:
+    """Refuse to overwrite an existing --out file unless force."""
+    out = Path(out)
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give a .safetensors file path")
+    if out.exists() and not force:
+        raise UsageError(f"--out {out} exists; choose another path or pass --force to overwrite")
+    return out
+
+
