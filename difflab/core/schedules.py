@@ -265,14 +265,28 @@ def discretize(schedule: Schedule, spec: str | dict, steps: int) -> Tensor:
     return sigmas
 
 
-def check_sigmas(sigmas: Tensor) -> None:
-    """Raise a UsageError unless σ is a 1-D, strictly decreasing, non-negative grid."""
+def check_sigmas(sigmas: Tensor) -> int:
+    """Raise a UsageError unless σ is a 1-D strictly monotone grid of finite σ >= 0; return its
+    direction: −1 decreasing (denoising; may end at 0 or above it), +1 increasing (inversion,
+    clean to noisy; must start above 0, where the ODE slope (x − D)/σ is still defined)."""
     if sigmas.ndim != 1 or len(sigmas) < 2:
         raise UsageError("the sigma grid must be 1-D with at least 2 entries")
     if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
         raise UsageError("the sigma grid must be finite and non-negative")
-    if not (sigmas[1:] < sigmas[:-1]).all():
-        raise UsageError("the sigma grid must be strictly decreasing (noisy to clean)")
+    if (sigmas[1:] < sigmas[:-1]).all():
+        return -1
+    if not (sigmas[1:] > sigmas[:-1]).all():
+        raise UsageError(
+            "the sigma grid must be strictly decreasing (noisy to clean) or strictly increasing "
+            "(clean to noisy, for inversion); split it into monotone pieces, one `sample` each"
+        )
+    if sigmas[0] == 0:
+        raise UsageError(
+            "the sigma grid increases from 0: an inversion grid must start above 0 (the ODE "
+            "slope (x − D)/σ is undefined at σ = 0), e.g. at the schedule's `sigma_min` with "
+            "x = x0; a denoising grid must be decreasing"
+        )
+    return 1
 
 
 def _sigma_range(schedule: Schedule, sigma_min: float | None, sigma_max: float | None):

@@ -20,6 +20,7 @@ from difflab.core.posterior import (
     vlb_step_bits,
 )
 from difflab.core.schedules import Schedule, discretize
+from difflab.samplers.base import require_variance, variance_head, with_variance
 
 
 def check_vlb_schedule(schedule: Schedule) -> None:
@@ -51,13 +52,11 @@ def vlb_terms(
     decreasing σ grid `sigmas` ending in 0 (Ho et al. 2020, Eq. 5; Nichol & Dhariwal 2021, Eq. 4).
 
     x0 [B, ...] lies on the 256-level grid in [−1, 1]; fn(x, σ) → x̂0 in σ-space, and with
-    variance "learned" fn.with_extra(x, σ) → (x̂0, raw head). Each KL term uses one fresh x_t.
+    variance "learned" its declared head (samplers.LearnedVariance). Each KL term uses one fresh x_t.
     The decoder's β̃ (= 0) is clipped to β̃ of the previous pair, as in improved-diffusion.
     """
-    has_head = hasattr(fn, "with_extra")
-    variance = variance or ("learned" if has_head else "small")
-    if variance == "learned" and not has_head:
-        raise UsageError("variance 'learned' needs a model with a learned-variance head")
+    variance = variance or ("learned" if variance_head(fn) is not None else "small")
+    head = require_variance(fn) if variance == "learned" else None
     sigmas = sigmas.double()
     x0 = x0.double()
     ones = x0.new_ones(x0.shape[0])  # [B]
@@ -72,8 +71,8 @@ def vlb_terms(
         eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)  # [B, ...]
         x = x0 + sigmas[i] * eps  # σ-space x_t
         sigma_b = (sigmas[i] * ones).to(x0.dtype)
-        if variance == "learned":
-            denoised, extra = fn.with_extra(x, sigma_b)
+        if head is not None:
+            denoised, extra = head(x, sigma_b)
             extra = extra.double()
         else:
             denoised, extra = fn(x, sigma_b), None
@@ -116,11 +115,12 @@ def _in_dtype(fn: Callable, dtype: torch.dtype) -> Callable:
     def cast(x: Tensor, sigma: Tensor) -> Tensor:
         return fn(x.to(dtype), sigma.to(dtype)).to(x.dtype)
 
-    if hasattr(fn, "with_extra"):
-        cast.with_extra = lambda x, sigma: tuple(
-            t.to(x.dtype) for t in fn.with_extra(x.to(dtype), sigma.to(dtype))
-        )
-    return cast
+    head = variance_head(fn)
+    if head is None:
+        return cast
+    return with_variance(
+        cast, lambda x, sigma: tuple(t.to(x.dtype) for t in head(x.to(dtype), sigma.to(dtype)))
+    )
 
 
 def bits_per_dim(

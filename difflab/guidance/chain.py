@@ -22,6 +22,7 @@ from torch import Tensor
 from difflab.core.errors import UsageError
 from difflab.core.registry import Registry
 from difflab.core.types import Cond, bcast, net_cond, null_cond
+from difflab.samplers.base import variance_head, with_variance
 
 GUIDANCES = Registry("guidance")
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
@@ -30,30 +31,37 @@ Term = Callable[[DenoiseFn, Cond], DenoiseFn]  # (fn, cond) -> fn
 
 
 def wrap(fn: DenoiseFn, modify: Callable[[Tensor, Tensor, Tensor], Tensor]) -> DenoiseFn:
-    """fn' with x̂0' = modify(x, σ, fn(x, σ)); keeps a learned-variance `with_extra` (same extra)."""
+    """fn' with x̂0' = modify(x, σ, fn(x, σ)); forwards fn's learned variance (same head)."""
 
     def guided(x: Tensor, sigma: Tensor) -> Tensor:
         return modify(x, sigma, fn(x, sigma))
 
-    if hasattr(fn, "with_extra"):
+    head = variance_head(fn)
+    if head is None:
+        return guided
 
-        def with_extra(x: Tensor, sigma: Tensor):
-            denoised, extra = fn.with_extra(x, sigma)
-            return modify(x, sigma, denoised), extra
+    def with_extra(x: Tensor, sigma: Tensor):
+        denoised, extra = head(x, sigma)
+        return modify(x, sigma, denoised), extra
 
-        guided.with_extra = with_extra
-    return guided
+    return with_variance(guided, with_extra)
 
 
 # ---------------------------------------------------------------- bridges
 
 
+def model_variance(denoiser, cond: Cond):
+    """The model's learned-variance head with cond bound, or None (Precond.learned_variance)."""
+    if not getattr(denoiser, "learned_variance", False):
+        return None
+    return lambda x, sigma: denoiser.forward_with_extra(x, sigma, cond)
+
+
 def plain(denoiser, cond: Cond) -> DenoiseFn:
-    """The unguided DenoiseFn: D(x; σ, cond) with cond bound."""
+    """The unguided DenoiseFn: D(x; σ, cond) with cond bound, declaring the model's learned
+    variance when it has one."""
     fn = lambda x, sigma: denoiser(x, sigma, cond)  # noqa: E731
-    if getattr(denoiser, "learned_variance", False):
-        fn.with_extra = lambda x, sigma: denoiser.forward_with_extra(x, sigma, cond)
-    return fn
+    return with_variance(fn, model_variance(denoiser, cond))
 
 
 def cfg(
@@ -88,20 +96,18 @@ def cfg(
         d_u, d_c = denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
         return combine(x, sigma, d_u, d_c)
 
-    if getattr(denoiser, "learned_variance", False):
+    if not getattr(denoiser, "learned_variance", False):
+        return fn
 
-        def with_extra(x: Tensor, sigma: Tensor):
-            """Guided x̂0 with the conditional branch's variance head (GLIDE §3 / ADM)."""
-            if not active(sigma):
-                return denoiser.forward_with_extra(x, sigma, cond)
-            d, extra = denoiser.forward_with_extra(
-                torch.cat([x, x]), torch.cat([sigma, sigma]), both
-            )
-            (d_u, d_c), (_, extra_c) = d.chunk(2), extra.chunk(2)
-            return combine(x, sigma, d_u, d_c), extra_c
+    def with_extra(x: Tensor, sigma: Tensor):
+        """Guided x̂0 with the conditional branch's variance head (GLIDE §3 / ADM)."""
+        if not active(sigma):
+            return denoiser.forward_with_extra(x, sigma, cond)
+        d, extra = denoiser.forward_with_extra(torch.cat([x, x]), torch.cat([sigma, sigma]), both)
+        (d_u, d_c), (_, extra_c) = d.chunk(2), extra.chunk(2)
+        return combine(x, sigma, d_u, d_c), extra_c
 
-        fn.with_extra = with_extra
-    return fn
+    return with_variance(fn, with_extra)
 
 
 # ---------------------------------------------------------------- terms

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from difflab.core.schedules import discretize
+from difflab.guidance.chain import plain as guidance_plain
 from difflab.samplers.base import sample
 
 
@@ -25,12 +26,9 @@ class SeededNoise:
 
 
 def plain(denoiser, cond: dict) -> Callable[[Tensor, Tensor], Tensor]:
-    """The unguided DenoiseFn: D(x; σ, cond) with cond bound, plus `with_extra(x, σ) -> (x̂0, raw
-    variance head)` when the model has a learned-variance head (used by the ddpm sampler)."""
-    fn = lambda x, sigma: denoiser(x, sigma, cond)  # noqa: E731
-    if getattr(denoiser, "learned_variance", False):
-        fn.with_extra = lambda x, sigma: denoiser.forward_with_extra(x, sigma, cond)
-    return fn
+    """The unguided DenoiseFn: D(x; σ, cond) with cond bound, declaring the model's learned
+    variance when it has one (guidance.chain.plain; read by the ddpm sampler and the VLB)."""
+    return guidance_plain(denoiser, cond)
 
 
 @torch.inference_mode()

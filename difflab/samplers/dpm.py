@@ -92,7 +92,9 @@ def dpmpp_2s_step(fn, x: Tensor, sigma: Tensor, sigma_to: Tensor, denoised: Tens
     return ei_step(x, sigma, sigma_to, denoise(fn, x_mid, sigma_mid))
 
 
-def ancestral_loop(fn, x, sigmas, noise, callback, step, eta: float, s_noise: float) -> Tensor:
+def ancestral_loop(
+    fn, x, sigmas, noise, callback, step_hook, step, eta: float, s_noise: float
+) -> Tensor:
     """Deterministic `step` to σ_down, then noise of std σ_up (k-diffusion's ancestral form)."""
     for i in range(len(sigmas) - 1):
         denoised = denoise(fn, x, sigmas[i])
@@ -100,30 +102,46 @@ def ancestral_loop(fn, x, sigmas, noise, callback, step, eta: float, s_noise: fl
         x = step(fn, x, sigmas[i], down, denoised)
         if sigmas[i + 1] > 0 and up > 0:
             x = x + noise(x) * s_noise * up
-        report(callback, i, x, sigmas, denoised)
+        x = report(callback, step_hook, i, x, sigmas, denoised)
     return x
 
 
-@SAMPLERS.register("dpm2", order=2, stochastic=False)
-def dpm2(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None) -> Tensor:
+@SAMPLERS.register("dpm2", order=2, stochastic=False, reversible=True)
+def dpm2(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, step_hook=None) -> Tensor:
     """DPM-Solver-2 (r = 1/2) on dx/dσ, midpoint in log σ (Lu et al. 2022a, Alg. 1; k-diffusion)."""
-    return ancestral_loop(fn, x, sigmas, noise, callback, dpm2_step, eta=0.0, s_noise=1.0)
+    return ancestral_loop(fn, x, sigmas, noise, callback, step_hook, dpm2_step, 0.0, 1.0)
 
 
 @SAMPLERS.register("dpm2_ancestral", order=2, stochastic=True)
 def dpm2_ancestral(
-    fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, eta: float = 1.0, s_noise: float = 1.0
+    fn,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise,
+    callback=None,
+    step_hook=None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
 ) -> Tensor:
     """DPM2 step to σ_down, then noise of std σ_up (k-diffusion sample_dpm_2_ancestral)."""
-    return ancestral_loop(fn, x, sigmas, noise, callback, dpm2_step, eta, s_noise)
+    return ancestral_loop(fn, x, sigmas, noise, callback, step_hook, dpm2_step, eta, s_noise)
 
 
 @SAMPLERS.register("dpmpp_2s_ancestral", order=2, stochastic=True)
 def dpmpp_2s_ancestral(
-    fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, eta: float = 1.0, s_noise: float = 1.0
+    fn,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise,
+    callback=None,
+    step_hook=None,
+    eta: float = 1.0,
+    s_noise: float = 1.0,
 ) -> Tensor:
     """DPM-Solver++(2S) to σ_down, then noise of std σ_up (Lu et al. 2022b, Alg. 1; k-diffusion)."""
-    return ancestral_loop(fn, x, sigmas, noise, callback, dpmpp_2s_step, eta, s_noise)
+    return ancestral_loop(fn, x, sigmas, noise, callback, step_hook, dpmpp_2s_step, eta, s_noise)
 
 
 # ---- DPM-Solver (singlestep): groups of 1, 2 or 3 grid steps -----------------------------------
@@ -146,7 +164,7 @@ def singlestep_orders(steps: int, order: int, lower_order_final: bool, to_zero: 
     return orders
 
 
-@SAMPLERS.register("dpm_solver", order=2, stochastic=False)
+@SAMPLERS.register("dpm_solver", order=2, stochastic=False, reversible=True)
 def dpm_solver(
     fn,
     x: Tensor,
@@ -154,6 +172,7 @@ def dpm_solver(
     *,
     noise,
     callback=None,
+    step_hook=None,
     order: int = 2,
     lower_order_final: bool = False,
 ) -> Tensor:
@@ -161,7 +180,8 @@ def dpm_solver(
     (Lu et al. 2022a, Alg. 1–2; Lu et al. 2022b; diffusers DPMSolverSinglestep, midpoint)."""
     check_order(order, 3)
     n = len(sigmas) - 1
-    orders = singlestep_orders(n, order, lower_order_final, bool(sigmas[-1] == 0))
+    to_zero = bool(sigmas[-1] == 0)
+    orders = singlestep_orders(n, order, lower_order_final, to_zero)
     for i in range(n):
         if orders[i] == 1:  # a new group starts at grid point i
             start, x_s, outputs = i, x, []
@@ -172,8 +192,10 @@ def dpm_solver(
         if orders[i] > 1:  # stage 2: DPM-Solver-2 (midpoint); 3: DPM-Solver-3, last stage's slope
             r = (lam(sigmas[i]) - lam(sigma_s)) / (lam(sigma_next) - lam(sigma_s))  # stage position
             d1 = (denoised - outputs[0]) / r  # ≈ h·x̂0'
-        x = ei_step(x_s, sigma_s, sigma_next, outputs[0], d1, midpoint=orders[i] == 2)
-        report(callback, i, x, sigmas, denoised)
+        x_next = ei_step(x_s, sigma_s, sigma_next, outputs[0], d1, midpoint=orders[i] == 2)
+        x = report(callback, step_hook, i, x_next, sigmas, denoised)
+        if x is not x_next and i + 1 < n:  # replaced by step_hook: a fresh grid from the new x
+            orders[i + 1 :] = singlestep_orders(n - i - 1, order, lower_order_final, to_zero)
     return x
 
 
@@ -206,8 +228,9 @@ def multistep_differences(lams: list[Tensor], outputs: list[Tensor], h: Tensor, 
 
 
 def multistep(
-    fn, x, sigmas, noise, callback, order: int, eta: float, s_noise: float, lower_order_final: bool
-) -> Tensor:
+    fn, x, sigmas, noise, callback, step_hook, order: int, eta: float, s_noise: float,
+    lower_order_final: bool,
+) -> Tensor:  # fmt: skip
     """DPM-Solver++(kM); η > 0: its SDE variant (Lu et al. 2022b, Alg. 2; diffusers multistep)."""
     n = len(sigmas) - 1
     orders = multistep_orders(n, order, lower_order_final, bool(sigmas[-1] == 0))
@@ -220,27 +243,41 @@ def multistep(
         d1, d2 = multistep_differences(lams, outputs, h, orders[i])
         x_next = ei_step(x, sigma, sigma_next, denoised, d1, d2, eta=eta, midpoint=orders[i] == 2)
         x = sde_noise(x_next, sigma, sigma_next, noise, eta, s_noise)
-        report(callback, i, x, sigmas, denoised)
+        x = report(callback, step_hook, i, x, sigmas, denoised)
     return x
 
 
-@SAMPLERS.register("dpmpp_2m", order=2, stochastic=False)
+@SAMPLERS.register("dpmpp_2m", order=2, stochastic=False, reversible=True, history=True)
 def dpmpp_2m(
-    fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, lower_order_final: bool = True
+    fn,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise,
+    callback=None,
+    step_hook=None,
+    lower_order_final: bool = True,
 ) -> Tensor:
     """DPM-Solver++(2M), midpoint form (Lu et al. 2022b, Alg. 2)."""
-    return multistep(fn, x, sigmas, noise, callback, 2, 0.0, 1.0, lower_order_final)
+    return multistep(fn, x, sigmas, noise, callback, step_hook, 2, 0.0, 1.0, lower_order_final)
 
 
-@SAMPLERS.register("dpmpp_3m", order=3, stochastic=False)
+@SAMPLERS.register("dpmpp_3m", order=3, stochastic=False, reversible=True, history=True)
 def dpmpp_3m(
-    fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, lower_order_final: bool = True
+    fn,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise,
+    callback=None,
+    step_hook=None,
+    lower_order_final: bool = True,
 ) -> Tensor:
     """DPM-Solver++(3M) (Lu et al. 2022b, Alg. 2 on three outputs); exact D2 weight c3, not c3/2."""
-    return multistep(fn, x, sigmas, noise, callback, 3, 0.0, 1.0, lower_order_final)
+    return multistep(fn, x, sigmas, noise, callback, step_hook, 3, 0.0, 1.0, lower_order_final)
 
 
-@SAMPLERS.register("dpmpp_2m_sde", order=2, stochastic=True)
+@SAMPLERS.register("dpmpp_2m_sde", order=2, stochastic=True, history=True)
 def dpmpp_2m_sde(
     fn,
     x: Tensor,
@@ -248,15 +285,16 @@ def dpmpp_2m_sde(
     *,
     noise,
     callback=None,
+    step_hook=None,
     eta: float = 1.0,
     s_noise: float = 1.0,
     lower_order_final: bool = True,
 ) -> Tensor:
     """SDE-DPM-Solver++(2M), midpoint; η = 1 is diffusers' sde-dpmsolver++ (Lu et al. 2022b)."""
-    return multistep(fn, x, sigmas, noise, callback, 2, eta, s_noise, lower_order_final)
+    return multistep(fn, x, sigmas, noise, callback, step_hook, 2, eta, s_noise, lower_order_final)
 
 
-@SAMPLERS.register("dpmpp_3m_sde", order=3, stochastic=True)
+@SAMPLERS.register("dpmpp_3m_sde", order=3, stochastic=True, history=True)
 def dpmpp_3m_sde(
     fn,
     x: Tensor,
@@ -264,6 +302,7 @@ def dpmpp_3m_sde(
     *,
     noise,
     callback=None,
+    step_hook=None,
     eta: float = 1.0,
     s_noise: float = 1.0,
     lower_order_final: bool = True,
@@ -272,4 +311,4 @@ def dpmpp_3m_sde(
 
     diffusers weighs D2 there by (1 − e^{−2h} − 2h)/(2h)² − 1/2 ≈ −1 instead of c3(2h) ≈ 2h/3.
     """
-    return multistep(fn, x, sigmas, noise, callback, 3, eta, s_noise, lower_order_final)
+    return multistep(fn, x, sigmas, noise, callback, step_hook, 3, eta, s_noise, lower_order_final)

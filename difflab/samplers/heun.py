@@ -9,7 +9,7 @@ from torch import Tensor
 from difflab.samplers.base import SAMPLERS, denoise, report, slope
 
 
-@SAMPLERS.register("heun", order=2, stochastic=False)
+@SAMPLERS.register("heun", order=2, stochastic=False, reversible=True)  # with s_churn = 0
 def heun(
     fn,
     x: Tensor,
@@ -17,6 +17,7 @@ def heun(
     *,
     noise,
     callback=None,
+    step_hook=None,
     s_churn: float = 0.0,
     s_tmin: float = 0.0,
     s_tmax: float = float("inf"),
@@ -37,5 +38,5 @@ def heun(
             d_next = slope(fn, x_next, sigma_next)
             x_next = x + (sigma_next - sigma_hat) * (d + d_next) / 2
         x = x_next
-        report(callback, i, x, sigmas, denoised)
+        x = report(callback, step_hook, i, x, sigmas, denoised)
     return x

@@ -54,8 +54,10 @@ def lagrange_weights(nodes: list[float], lo: float, hi: float, log: bool = False
     return weights
 
 
-@SAMPLERS.register("lms", order=4, stochastic=False)
-def lms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, order: int = 4) -> Tensor:
+@SAMPLERS.register("lms", order=4, stochastic=False, reversible=True, history=True)
+def lms(
+    fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, step_hook=None, order: int = 4
+) -> Tensor:
     """Linear multistep: x' = x + Σ_j (∫ L_j(σ) dσ)·d_j over past d = (x − D)/σ (k-diffusion
     `sample_lms`; diffusers LMSDiscreteScheduler)."""
     check_order(order, 8)
@@ -66,7 +68,7 @@ def lms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, order: int = 4) 
         nodes = [sigmas[i - j].item() for j in range(len(ds))]
         weights = lagrange_weights(nodes, sigmas[i].item(), sigmas[i + 1].item())
         x = x + sum(w * d for w, d in zip(weights, ds))
-        report(callback, i, x, sigmas, denoised)
+        x = report(callback, step_hook, i, x, sigmas, denoised)
     return x
 
 
@@ -79,7 +81,7 @@ def _pseudo_rk4(fn, x, d1, sigma, sigma_mid, sigma_next) -> Tensor:
     return (d1 + 2 * d2 + 2 * d3 + d4) / 6
 
 
-def _adams_bashforth(fn, x, sigmas, callback, order: int, heun_start: bool,
+def _adams_bashforth(fn, x, sigmas, callback, step_hook, order: int, heun_start: bool,
                      prk_mids: list | None = None) -> Tensor:  # fmt: skip
     """Equal-step Adams–Bashforth on d = (x − D)/σ, warmed up by Heun, by pseudo Runge–Kutta
     steps (one per half-step σ in `prk_mids`) or by lower orders."""
@@ -97,19 +99,19 @@ def _adams_bashforth(fn, x, sigmas, callback, order: int, heun_start: bool,
         else:
             d = sum(c * d for c, d in zip(AB_COEFFS[len(ds) - 1], ds))
         x = x + (sigma_next - sigma) * d
-        report(callback, i, x, sigmas, denoised)
+        x = report(callback, step_hook, i, x, sigmas, denoised)
     return x
 
 
-@SAMPLERS.register("plms", order=4, stochastic=False)
-def plms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None) -> Tensor:
+@SAMPLERS.register("plms", order=4, stochastic=False, reversible=True, history=True)
+def plms(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, step_hook=None) -> Tensor:
     """PLMS: 4-step Adams–Bashforth on ε with a pseudo improved Euler first step (Liu et al. 2022,
     Eq. 12–13; diffusers PNDMScheduler with skip_prk_steps=True)."""
-    return _adams_bashforth(fn, x, sigmas, callback, 4, heun_start=True)
+    return _adams_bashforth(fn, x, sigmas, callback, step_hook, 4, heun_start=True)
 
 
-@SAMPLERS.register("pndm", order=4, stochastic=False)
-def pndm(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None,
+@SAMPLERS.register("pndm", order=4, stochastic=False, reversible=True, history=True)
+def pndm(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, step_hook=None,
          sigma_mids: list[float] | None = None) -> Tensor:  # fmt: skip
     """PNDM: three pseudo Runge–Kutta warm-up steps, then 4-step pseudo linear multistep (Liu et
     al. 2022, Alg. 1; diffusers PNDMScheduler). The warm-up's half steps are at `sigma_mids`
@@ -122,13 +124,17 @@ def pndm(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None,
             f"pndm sigma_mids needs {n_warm} values (one per warm-up step), got {len(sigma_mids)}"
         )
     mids = [torch.as_tensor(m, dtype=sigmas.dtype, device=sigmas.device) for m in sigma_mids]
-    return _adams_bashforth(fn, x, sigmas, callback, 4, heun_start=False, prk_mids=mids)
+    return _adams_bashforth(fn, x, sigmas, callback, step_hook, 4, heun_start=False,
+                            prk_mids=mids)  # fmt: skip
 
 
-@SAMPLERS.register("ipndm", order=4, stochastic=False)
-def ipndm(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, order: int = 4) -> Tensor:
+@SAMPLERS.register("ipndm", order=4, stochastic=False, reversible=True, history=True)
+def ipndm(
+    fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, step_hook=None, order: int = 4
+) -> Tensor:
     """Improved PNDM: Adams–Bashforth on d with lower-order warm-up (Zhang & Chen 2023, §4, Eq. 21)."""
-    return _adams_bashforth(fn, x, sigmas, callback, check_order(order, 4), heun_start=False)
+    order = check_order(order, 4)
+    return _adams_bashforth(fn, x, sigmas, callback, step_hook, order, heun_start=False)
 
 
 def unipc_update(
@@ -169,7 +175,7 @@ def unipc_update(
     return x_t - b_h * res
 
 
-@SAMPLERS.register("unipc", order=3, stochastic=False)
+@SAMPLERS.register("unipc", order=3, stochastic=False, reversible=True, history=True)
 def unipc(
     fn,
     x: Tensor,
@@ -177,6 +183,7 @@ def unipc(
     *,
     noise,
     callback=None,
+    step_hook=None,
     order: int = 2,
     variant: str = "bh2",
     corrector: bool = True,
@@ -189,22 +196,23 @@ def unipc(
         raise UsageError(f"unknown unipc variant {variant!r}; choose one of: bh1, bh2")
     n = len(sigmas) - 1
     history: list[tuple[Tensor, Tensor]] = []  # [(σ_k, D_k)], newest first
-    x_last, last_order = x, 1
+    x_last, last_order, predicted = x, 1, False
     for i in range(n):
         denoised = denoise(fn, x, sigmas[i])
-        if corrector and i > 0:
+        if corrector and predicted:  # UniC corrects a predictor output, never a step_hook's x
             x = unipc_update(
                 x_last, sigmas[i - 1], sigmas[i], history, last_order, variant, denoised
             )
         history = [(sigmas[i], denoised), *history][:order]
         last_order = step_order(i, n, order, lower_order_final)
         x_last = x
-        x = unipc_update(x, sigmas[i], sigmas[i + 1], history, last_order, variant)
-        report(callback, i, x, sigmas, denoised)
+        x_pred = unipc_update(x, sigmas[i], sigmas[i + 1], history, last_order, variant)
+        x = report(callback, step_hook, i, x_pred, sigmas, denoised)
+        predicted = x is x_pred
     return x
 
 
-@SAMPLERS.register("deis", order=2, stochastic=False)
+@SAMPLERS.register("deis", order=2, stochastic=False, reversible=True, history=True)
 def deis(
     fn,
     x: Tensor,
@@ -212,6 +220,7 @@ def deis(
     *,
     noise,
     callback=None,
+    step_hook=None,
     order: int = 2,
     lower_order_final: bool = True,
 ) -> Tensor:
@@ -228,5 +237,5 @@ def deis(
         nodes = [math.log(sigmas[i - j].item()) for j in range(k)]
         weights = lagrange_weights(nodes, sigma.item(), sigmas[i + 1].item(), log=True)
         x = x + sum(w * e for w, e in zip(weights, eps))
-        report(callback, i, x, sigmas, denoised)
+        x = report(callback, step_hook, i, x, sigmas, denoised)
     return x

@@ -91,6 +91,7 @@ def pc(
     *,
     noise,
     callback=None,
+    step_hook=None,
     sde: str = "ve",
     predictor: str = "reverse_diffusion",
     corrector: str = "langevin",
@@ -113,20 +114,25 @@ def pc(
         for _ in range(n_corrector if corrector == "langevin" else 0):
             x = langevin_step(fn, x, sigma, noise, snr, alpha)
         x, denoised = predictor_step(fn, x, sigma, sigma_next, noise, sde, predictor)
-        report(callback, i, x, sigmas, denoised)
+        x = report(callback, step_hook, i, x, sigmas, denoised)
     return x
 
 
 @SAMPLERS.register("reverse_diffusion", order=1, stochastic=True)
-def reverse_diffusion(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, sde: str = "ve"):
+def reverse_diffusion(
+    fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, step_hook=None, sde: str = "ve"
+):
     """Reverse-diffusion predictor alone (Song et al. 2021, Eq. 46–47)."""
-    return pc(fn, x, sigmas, noise=noise, callback=callback, sde=sde, corrector="none")
+    return pc(fn, x, sigmas, noise=noise, callback=callback, step_hook=step_hook, sde=sde,
+              corrector="none")  # fmt: skip
 
 
 @SAMPLERS.register("euler_maruyama", order=1, stochastic=True)
-def euler_maruyama(fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, sde: str = "ve"):
+def euler_maruyama(
+    fn, x: Tensor, sigmas: Tensor, *, noise, callback=None, step_hook=None, sde: str = "ve"
+):
     """Euler–Maruyama on the reverse-time SDE alone (Song et al. 2021, Eq. 6)."""
-    return pc(fn, x, sigmas, noise=noise, callback=callback, sde=sde,
+    return pc(fn, x, sigmas, noise=noise, callback=callback, step_hook=step_hook, sde=sde,
               predictor="euler_maruyama", corrector="none")  # fmt: skip
 
 
@@ -184,7 +190,7 @@ def dopri_interval(slope, x: Tensor, hi: float, lo: float, h, k1, *, rtol, atol,
     )
 
 
-@SAMPLERS.register("ode_adaptive", order=5, stochastic=False)
+@SAMPLERS.register("ode_adaptive", order=5, stochastic=False, reversible=True)
 def ode_adaptive(
     fn,
     x: Tensor,
@@ -192,13 +198,16 @@ def ode_adaptive(
     *,
     noise,
     callback=None,
+    step_hook=None,
     rtol: float = 1e-5,
     atol: float = 1e-5,
     max_steps: int = 10000,
 ) -> Tensor:
     """Probability-flow ODE dx/dσ = (x − D)/σ (Song et al. 2021, Eq. 13) by Dormand–Prince RK45
     with a step size per sample (so samples stay batch-independent), stopping at every grid σ;
-    a final σ = 0 is reached by the exact last Euler step x = D. The callback gets "nfe"."""
+    a final σ = 0 is reached by the exact last Euler step x = D. The callback gets "nfe".
+    A "step" (for callback and step_hook) is one grid interval, however many RK45 sub-steps it
+    took; a step_hook replacement restarts the step-size control and the FSAL slope."""
     if not (rtol > 0 and atol > 0):
         raise UsageError(f"ode_adaptive needs rtol > 0 and atol > 0, got {rtol}, {atol}")
     bshape = (-1, *([1] * (x.ndim - 1)))
@@ -209,20 +218,22 @@ def ode_adaptive(
         nfe += 1
         return (x - fn(x, sigma.to(x.dtype))) / sigma.reshape(bshape).to(x.dtype)
 
-    def report_nfe(i: int, x: Tensor, denoised: Tensor) -> None:
+    def end_step(i: int, x: Tensor, denoised: Tensor) -> Tensor:
         cb = None if callback is None else (lambda info: callback({**info, "nfe": nfe}))
-        report(cb, i, x, sigmas, denoised)
+        return report(cb, step_hook, i, x, sigmas, denoised)
 
     h, k1 = None, None
     for i in range(len(sigmas) - 1):
-        lo, hi = sigmas[i + 1].item(), sigmas[i].item()
+        lo, hi = sigmas[i + 1].item(), sigmas[i].item()  # integrate from hi to lo (either way)
         if lo == 0:  # exact last step to σ = 0: x + (0 − σ)·(x − D)/σ = D
             x = denoised = denoise(fn, x, sigmas[i])
             nfe += 1
-            report_nfe(i, x, denoised)
+            x = end_step(i, x, denoised)
             continue
-        x, h, k1 = dopri_interval(
+        x_next, h, k1 = dopri_interval(
             slope, x, hi, lo, h, k1, rtol=rtol, atol=atol, max_steps=max_steps
         )
-        report_nfe(i, x, x - sigmas[i + 1] * k1)
+        x = end_step(i, x_next, x_next - sigmas[i + 1] * k1)
+        if x is not x_next:  # replaced by step_hook: the FSAL slope and step size are stale
+            h, k1 = None, None
     return x
