@@ -14,11 +14,13 @@
 - After every step i (σ_i → σ_{i+1}) `step_hook(x, i, sigma_next)` may return a tensor shaped like
   x that replaces x for the following steps (RePaint, inpainting); None keeps x. Never change x
   in place. Then `callback(info)` gets {i, x (after the hook), sigma, sigma_next, denoised}.
-  After a replacement, single-step samplers continue from it; singlestep DPM-Solver starts a new
-  group, UniPC skips the corrector that would overwrite it and `ode_adaptive` (a step is one grid
-  interval, however many RK45 sub-steps) restarts its step-size control, so these equal a fresh
-  `sample` from the replacement on the remaining grid; samplers registered `history=True` keep
-  their past denoiser outputs (as diffusers' inpainting pipelines do).
+  After a replacement, samplers without a history equal a fresh `sample` from the returned x on
+  the remaining grid (singlestep DPM-Solver starts a new group; `ode_adaptive`, whose step is one
+  grid interval however many RK45 sub-steps it takes, restarts its step-size control). Samplers
+  registered `history=True` (multistep: LMS, PLMS, PNDM, DEIS, UniPC, DPM-Solver++ kM) replace
+  only the state and keep their past denoiser outputs (and UniPC its pending correction), as
+  diffusers' inpainting pipelines do: a hook returning an equal tensor changes nothing, and a
+  masked replacement keeps their order; split the `sample` call to restart one from scratch.
 - Learned variance is a capability a DenoiseFn declares (`LearnedVariance`): `with_variance`
   attaches it, guidance wrappers forward it, and the ddpm sampler and the VLB read it through
   `require_variance`, which names the fix when it is missing.

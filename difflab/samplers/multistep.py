@@ -196,19 +196,21 @@ def unipc(
         raise UsageError(f"unknown unipc variant {variant!r}; choose one of: bh1, bh2")
     n = len(sigmas) - 1
     history: list[tuple[Tensor, Tensor]] = []  # [(σ_k, D_k)], newest first
-    x_last, last_order, predicted = x, 1, False
+    x_last = x_pred = x
+    last_order = 1
     for i in range(n):
         denoised = denoise(fn, x, sigmas[i])
-        if corrector and predicted:  # UniC corrects a predictor output, never a step_hook's x
-            x = unipc_update(
+        if corrector and i > 0:
+            x_corr = unipc_update(
                 x_last, sigmas[i - 1], sigmas[i], history, last_order, variant, denoised
             )
+            # a step_hook's x keeps the pending correction, like the history (history=True)
+            x = x_corr if x is x_pred else x + (x_corr - x_pred)
         history = [(sigmas[i], denoised), *history][:order]
         last_order = step_order(i, n, order, lower_order_final)
         x_last = x
         x_pred = unipc_update(x, sigmas[i], sigmas[i + 1], history, last_order, variant)
         x = report(callback, step_hook, i, x_pred, sigmas, denoised)
-        predicted = x is x_pred
     return x
 
 
