@@ -3,6 +3,7 @@ with a latent shape of their own, and checkpoint formats as plug-ins."""
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -20,6 +21,7 @@ from difflab.core.schedules import build_schedule, discretize
 from difflab.inference.generate import generate
 from difflab.inference.pipeline import Pipeline
 from difflab.inference.request import request
+from difflab.samplers.base import sample
 from difflab.storage import checkpoint as ckpt
 from difflab.storage.formats import FORMATS, CheckpointFormat
 from difflab.storage.models import build_denoiser, load_denoiser
@@ -180,6 +182,22 @@ def test_start_with_a_partial_grid_is_sdedit_close_to_the_start_at_small_sigma()
     assert results[20.0].float().mean() > 40  # from high σ the start is forgotten
     with pytest.raises(UsageError, match="`start`"):
         pipe.sample(3, start=x0, sigmas=sigmas)
+
+
+@pytest.mark.skipif(
+    "step_hook" not in inspect.signature(sample).parameters, reason="samplers without step_hook"
+)
+def test_step_hook_reaches_the_sampler(run):
+    """A hook that replaces x after the last step decides the output (RePaint-style edits)."""
+    pipe = difflab.load(run)
+    seen = []
+
+    def hook(x, i, sigma_next):
+        seen.append(i)
+        return torch.full_like(x, 0.5) if i == 2 else None
+
+    x = pipe.sample(2, seed=0, batch_size=2, step_hook=hook).x
+    assert seen == [0, 1, 2] and torch.equal(x, torch.full_like(x, 0.5))
 
 
 @pytest.mark.parametrize("name", CODECS.names())

@@ -57,7 +57,7 @@ def generate(
 
     `start` [n, *shape] (or [1, *shape] for all) is the state x at σ = sigmas[0] instead of
     seeded noise·sigmas[0] (SDEdit, img2img); `sigmas` replaces the grid of `steps` and
-    `discretization`; `step_hook(x, sigma_next)` is passed to the sampler.
+    `discretization`; `step_hook(x, i, sigma_next)` is passed to the sampler (samplers.base).
     """
     spec = {"name": sampler} if isinstance(sampler, str) else dict(sampler)
     name = spec.pop("name")

@@ -217,8 +217,9 @@ class Pipeline:
         name, or a dict of options for the default (e.g. {"eta": 0.5}). `classes`, `prompts` and
         `images` (files) condition the samples, cycled over n. `start` [n, *shape] is the
         model-space state at σ = sigmas[0] (editing, e.g. SDEdit: encode(images) + σ₀·noise);
-        `sigmas` an explicit decreasing grid; `step_hook(x, sigma_next)` may replace x after each
-        step; `callback(info)` sees every step. Sample i depends on seed + i only.
+        `sigmas` an explicit grid (samplers.base: it may end above 0); `step_hook(x, i,
+        sigma_next)` may return a replacement for x after step i; `callback(info)` sees every
+        step. Sample i depends on seed + i only.
         """
         samples = self.sample(
             n, seed=seed, classes=classes, prompts=prompts, images=images, sampler=sampler,
