@@ -16,13 +16,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.neural_network import MLPClassifier
 
-from difflab.core.imageio import model_to_images
 from difflab.data.datasets import load_dataset
-from difflab.inference.generate import generate
-from difflab.storage.models import load_denoiser
+from difflab.inference.pipeline import load
 
 
 def classifier() -> tuple[MLPClassifier, float, float]:
@@ -48,13 +45,9 @@ def main() -> None:
         cmd = [sys.executable, "-m", "difflab", "demo", "--out", str(out), "--quiet"]
         subprocess.run(cmd, check=True)
         demo_seconds = time.perf_counter() - start
-    denoiser, config, info = load_denoiser(out / "run")
-    s = config["sample"]
-    samples = torch.cat(list(generate(
-        denoiser, tuple(config["model"]["shape"]), n=args.n, seed=1000, batch_size=250,
-        sampler=s["sampler"], steps=s["steps"], discretization=s["discretization"],
-    )))  # fmt: skip
-    images = model_to_images(samples).reshape(args.n, -1).numpy() / 255.0
+    pipe = load(out / "run")  # the config's sampler, steps and grid
+    info = pipe.info
+    images = pipe(args.n, seed=1000, batch_size=250).reshape(args.n, -1).numpy() / 255.0
     clf, real_acc, real_conf = classifier()
     p = clf.predict_proba(images)
     labels = p.argmax(1)

@@ -24,28 +24,22 @@ from pathlib import Path
 
 import torch
 
-from difflab.core.imageio import model_to_images, save_grid
+from difflab.core.imageio import save_grid
 from difflab.evaluation.evaluate import evaluate, load_ref
 from difflab.evaluation.features import load_feature_net
 from difflab.evaluation.plots import _pyplot
-from difflab.inference.generate import generate
-from difflab.inference.request import request
-from difflab.storage.models import load_denoiser
+from difflab.inference.pipeline import load
 
 
 def run_setting(args, run, specs, labels, judge, ref) -> tuple[dict, torch.Tensor]:
     """Samples for one (model, guidance) setting → metrics and uint8 images."""
-    denoiser, config, _ = load_denoiser(run)
-    shape = tuple(config["model"]["shape"])
-    guided = config["model"].get("cond") or any(s.startswith("classifier") for s in specs)
+    pipe = load(run)
+    guided = pipe.conditioner is not None or any(s.startswith("classifier") for s in specs)
     classes = labels.unique().tolist() if guided else []  # sample i asks for class i mod K
-    cond, guidance, _ = request(denoiser, config, len(labels), classes=classes,
-                                guidance=[*specs, "static_threshold"])  # fmt: skip
     start = time.perf_counter()
-    batches = generate(denoiser, shape, n=len(labels), seed=args.seed, batch_size=args.batch_size,
-                       sampler=args.sampler, steps=args.steps, discretization=args.discretization,
-                       cond=cond, guidance=guidance)  # fmt: skip
-    images = model_to_images(torch.cat(list(batches)))
+    images = pipe(len(labels), seed=args.seed, batch_size=args.batch_size, sampler=args.sampler,
+                  steps=args.steps, discretization=args.discretization, classes=classes,
+                  guidance=[*specs, "static_threshold"])  # fmt: skip
     seconds = time.perf_counter() - start
     metrics = evaluate(images, ref, judge, ("fd", "acc"), labels=labels)
     return {"fd": metrics["fd"], "accuracy": metrics["accuracy"], "n": len(images),

@@ -18,19 +18,15 @@ import json
 import time
 from pathlib import Path
 
-import torch
-
+from difflab import train
 from difflab.core.config import load_config
-from difflab.core.imageio import model_to_images, save_grid
+from difflab.core.imageio import save_grid
 from difflab.data.datasets import load_dataset
 from difflab.evaluation.evaluate import evaluate, reference_stats
 from difflab.evaluation.features import load_feature_net, train_feature_net
 from difflab.evaluation.likelihood import bits_per_dim
-from difflab.inference.generate import generate
-from difflab.inference.request import request
+from difflab.inference.pipeline import load
 from difflab.storage import checkpoint as ckpt
-from difflab.storage.models import load_denoiser
-from difflab import train
 
 MODELS = {"simple": "fashion_mnist16", "hybrid": "fashion_mnist_hybrid"}
 
@@ -52,14 +48,10 @@ def train_or_load(name: str, config: str, args) -> Path:
     return path
 
 
-def fd_at(denoiser, config, steps: int, args, ref, net, grid_path: Path) -> float:
+def fd_at(pipe, steps: int, args, ref, net, grid_path: Path) -> float:
     """FD of DDPM ancestral samples, x̂0 clipped as improved-diffusion's clip_denoised does."""
-    shape = tuple(config["model"]["shape"])
-    cond, guidance, _ = request(denoiser, config, args.fd_n, guidance=["static_threshold"])
-    batches = generate(denoiser, shape, n=args.fd_n, seed=0, batch_size=args.batch_size,
-                       sampler="ddpm", steps=steps, discretization="uniform", cond=cond,
-                       guidance=guidance)  # fmt: skip
-    images = model_to_images(torch.cat(list(batches)))
+    images = pipe(args.fd_n, seed=0, batch_size=args.batch_size, sampler="ddpm", steps=steps,
+                  discretization="uniform", guidance=["static_threshold"])  # fmt: skip
     save_grid(images[:64].numpy(), grid_path)
     return evaluate(images, ref, net, ("fd",))["fd"]
 
@@ -93,16 +85,17 @@ def main() -> None:
     rows = {}
     for name, config in MODELS.items():
         path = train_or_load(name, config, args)
-        denoiser, cfg, info = load_denoiser(path)
-        shape = tuple(cfg["model"]["shape"])
+        pipe = load(path)
+        info = pipe.info
         start = time.perf_counter()
-        nll = bits_per_dim(denoiser, test, shape, method="both", batch_size=args.batch_size,
-                           steps=args.vlb_steps, probes=args.probes, seed=args.seed)  # fmt: skip
+        nll = bits_per_dim(pipe.denoiser, test, pipe.shape, method="both",
+                           batch_size=args.batch_size, steps=args.vlb_steps, probes=args.probes,
+                           seed=args.seed)  # fmt: skip
         row = {"train_steps": info.get("step"), "nll": nll,
                "nll_seconds": time.perf_counter() - start}  # fmt: skip
         for steps in (int(s) for s in args.fd_steps.split(",")):
             grid = args.out / f"grid-{name}-{steps}.png"
-            row[f"fd_{steps}"] = fd_at(denoiser, cfg, steps, args, ref, net, grid)
+            row[f"fd_{steps}"] = fd_at(pipe, steps, args, ref, net, grid)
         rows[name] = row
         print(name, json.dumps({k: v for k, v in row.items() if k != "nll"}))
 

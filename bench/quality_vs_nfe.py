@@ -15,18 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-import torch
-
-from difflab.core.imageio import model_to_images
 from difflab.evaluation.evaluate import evaluate, load_ref
 from difflab.evaluation.features import load_feature_net
 from difflab.evaluation.plots import _pyplot
-from difflab.guidance.chain import build_guidance
-from difflab.inference.generate import generate
+from difflab.inference.pipeline import load
 from difflab.samplers.base import SAMPLERS
-from difflab.storage.models import load_denoiser
 
 UNIFORM = {"ddpm", "ddim", "plms", "ipndm"}  # timestep-respacing samplers on discrete schedules
 
@@ -34,47 +30,42 @@ UNIFORM = {"ddpm", "ddim", "plms", "ipndm"}  # timestep-respacing samplers on di
 GRID: dict | None = None  # --discretization: one σ grid for every sampler
 
 
-def grid_for(denoiser, name: str) -> str | dict:
+def grid_for(pipe, name: str) -> str | dict:
     if GRID is not None:
         return GRID
-    return "uniform" if name in UNIFORM and denoiser.schedule.discrete else "karras"
+    return "uniform" if name in UNIFORM and pipe.denoiser.schedule.discrete else "karras"
 
 
-def counted(guidance, calls: list[int]):
-    """The guidance chain with each network evaluation counted in calls[0]."""
-
-    def counting(den, cond):
-        fn = guidance(den, cond)
-
-        def count(x, sigma):
-            calls[0] += 1
-            return fn(x, sigma)
-
-        return count
-
-    return counting
-
-
-def run_once(denoiser, shape, name, steps, n, ref, net, guidance):
-    """(FD, measured NFE, seconds per image) for one sampler at one step count."""
+@contextmanager
+def counted(pipe):
+    """Count network evaluations (calls of F_θ) in calls[0] while the block runs."""
     calls = [0]
-    counting = counted(guidance, calls)
 
-    start = time.perf_counter()
-    batches = generate(denoiser, shape, n=n, seed=0, batch_size=n, sampler=name, steps=steps,
-                       discretization=grid_for(denoiser, name), guidance=counting)  # fmt: skip
-    images = model_to_images(torch.cat(list(batches)))
-    seconds = (time.perf_counter() - start) / n
+    def count(*_):
+        calls[0] += 1
+
+    hook = pipe.denoiser.net.register_forward_pre_hook(count)
+    try:
+        yield calls
+    finally:
+        hook.remove()
+
+
+def run_once(pipe, name, steps, n, ref, net, guidance):
+    """(FD, measured NFE, seconds per image) for one sampler at one step count."""
+    with counted(pipe) as calls:
+        start = time.perf_counter()
+        images = pipe(n, seed=0, batch_size=n, sampler=name, steps=steps,
+                      discretization=grid_for(pipe, name), guidance=guidance)  # fmt: skip
+        seconds = (time.perf_counter() - start) / n
     return evaluate(images, ref, net, ("fd",))["fd"], calls[0], seconds
 
 
-def steps_for(denoiser, shape, name, nfe, guidance) -> int:
+def steps_for(pipe, name, nfe, guidance) -> int:
     """Steps whose NFE is closest to `nfe`, from a short trial run's evaluations per step."""
-    calls = [0]
-    counting = counted(guidance, calls)
-
-    list(generate(denoiser, shape, n=1, sampler=name, steps=10, guidance=counting,
-                  discretization=grid_for(denoiser, name)))  # fmt: skip
+    with counted(pipe) as calls:
+        pipe.sample(1, sampler=name, steps=10, discretization=grid_for(pipe, name),
+                    guidance=guidance)  # fmt: skip
     return max(1, round(nfe * 10 / calls[0]))
 
 
@@ -105,14 +96,12 @@ def main() -> None:
     GRID = args.discretization
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    denoiser, config, _ = load_denoiser(args.run)
-    shape = tuple(config["model"]["shape"])
+    pipe = load(args.run)  # the config's default guidance (x̂0 clipping) follows --guidance
     ref, net = load_ref(args.ref), load_feature_net({"name": "domain", "path": args.features})
-    guidance = build_guidance(args.guidance, shape=shape)
+    guidance = args.guidance
     rows = []
     if args.reference_fd is None:
-        base_fd, base_nfe, base_s = run_once(denoiser, shape, "ddpm", 1000, args.n, ref, net,
-                                             guidance)  # fmt: skip
+        base_fd, base_nfe, base_s = run_once(pipe, "ddpm", 1000, args.n, ref, net, guidance)
     else:  # deterministic seeds: the same --n/--ref/--guidance give the same reference FD
         base_fd, base_nfe, base_s = args.reference_fd, 1000, float("nan")
     rows.append({"sampler": "ddpm", "target": 1000, "steps": 1000, "nfe": base_nfe, "fd": base_fd,
@@ -121,8 +110,8 @@ def main() -> None:
     for name in args.samplers.split(","):
         for target in map(int, args.nfe.split(",")):
             try:
-                steps = steps_for(denoiser, shape, name, target, guidance)
-                fd, nfe, s = run_once(denoiser, shape, name, steps, args.n, ref, net, guidance)
+                steps = steps_for(pipe, name, target, guidance)
+                fd, nfe, s = run_once(pipe, name, steps, args.n, ref, net, guidance)
             except Exception as err:  # noqa: BLE001  (a sampler may reject tiny step counts)
                 print(f"{name} @ {target}: {err}")
                 continue

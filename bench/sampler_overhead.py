@@ -21,8 +21,9 @@ import torch
 
 from difflab.core.config import load_config
 from difflab.core.schedules import discretize
+from difflab.inference.pipeline import Pipeline, load
 from difflab.samplers.base import sample
-from difflab.storage.models import build_denoiser, load_denoiser
+from difflab.storage.models import build_denoiser
 
 # difflab sampler → (diffusers scheduler class, its options, difflab sampler options)
 PEERS = {
@@ -82,14 +83,13 @@ def main() -> None:
     ap.add_argument("--out", default="bench-out/sampler_overhead")
     args = ap.parse_args()
     if args.run:
-        denoiser, config, _ = load_denoiser(args.run)
-        shape = tuple(config["model"]["shape"])
+        pipe = load(args.run)
     else:
         cfg = load_config("fashion_mnist16")
-        cfg.model.shape = shape = [1, 16, 16]
-        denoiser = build_denoiser(cfg.model).eval().requires_grad_(False)
-        shape = tuple(shape)
-    x_shape = (args.batch, *shape)
+        cfg.model.shape = [1, 16, 16]
+        pipe = Pipeline(build_denoiser(cfg.model).eval().requires_grad_(False), cfg)
+    denoiser = pipe.denoiser
+    x_shape = (args.batch, *pipe.shape)  # the net's (model-space) shape
     rows = []
     with torch.inference_mode():
         difflab_seconds(denoiser, "euler", {}, 2, x_shape)  # warm-up (oneDNN kernels)

@@ -22,13 +22,11 @@ import numpy as np
 import torch
 
 from difflab.conditioning.captions import captions
-from difflab.core.imageio import model_to_images, save_images
+from difflab.core.imageio import save_images
 from difflab.data.datasets import load_dataset
 from difflab.evaluation.features import extract, load_feature_net
 from difflab.evaluation.plots import _pyplot
-from difflab.inference.generate import generate
-from difflab.inference.request import request
-from difflab.storage.models import load_denoiser
+from difflab.inference.pipeline import load
 
 
 def judged(judge, images: torch.Tensor) -> torch.Tensor:
@@ -74,8 +72,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-out/semantic"))
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    denoiser, config, _ = load_denoiser(args.run)
-    shape = tuple(config["model"]["shape"])
+    pipe = load(args.run)
     judge = load_feature_net({"name": "domain", "path": args.judge})
     test = load_dataset({**judge.description["dataset"], "split": "test"})
     prompts = captions(judge.description["dataset"]["name"], test.class_names)
@@ -83,12 +80,9 @@ def main() -> None:
     kinds = args.kinds.split(",")
 
     def sample(guidance: list[str], prompt: list[str] = ()) -> torch.Tensor:
-        cond, chain, _ = request(denoiser, config, args.n, prompts=prompt,
-                                 guidance=[*guidance, "static_threshold"])  # fmt: skip
-        batches = generate(denoiser, shape, n=args.n, seed=0, batch_size=args.batch_size,
-                           sampler=args.sampler, steps=args.steps,
-                           discretization=args.discretization, cond=cond, guidance=chain)  # fmt: skip
-        return model_to_images(torch.cat(list(batches)))  # [n, C, H, W] uint8
+        return pipe(args.n, seed=0, batch_size=args.batch_size, sampler=args.sampler,
+                    steps=args.steps, discretization=args.discretization, prompts=prompt,
+                    guidance=[*guidance, "static_threshold"])  # [n, C, H, W] uint8
 
     unguided = sample([])
     base = judged(judge, unguided)

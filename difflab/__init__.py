@@ -3,7 +3,7 @@
 The stable Python API (imported lazily, so `import difflab` stays cheap):
 
     pipe = difflab.load("runs/x")              # Pipeline: codec + denoiser + conditioner + defaults
-    images = pipe(n=16, seed=0, sampler="dpmpp_2m", steps=20)   # uint8 [16, C, H, W]
+    images = pipe(16, seed=0, sampler="dpmpp_2m", steps=20)     # uint8 [16, C, H, W]
     difflab.train(difflab.load_config("digits"), "runs/d")     # the training loop
 """
 
@@ -12,6 +12,8 @@ from __future__ import annotations
 import importlib
 
 _API = {
+    "load": ("difflab.inference.pipeline", "load"),
+    "Pipeline": ("difflab.inference.pipeline", "Pipeline"),
     "train": ("difflab.evaluation.in_loop", "train"),
     "load_config": ("difflab.core.config", "load_config"),
     "UsageError": ("difflab.core.errors", "UsageError"),
@@ -20,6 +22,8 @@ _API = {
     "CONDITIONERS": ("difflab.conditioning", "CONDITIONERS"),
     "DATASETS": ("difflab.data", "DATASETS"),
     "NETS": ("difflab.nets", "NETS"),
+    "CODECS": ("difflab.codecs", "CODECS"),
+    "FORMATS": ("difflab.storage.formats", "FORMATS"),
 }
 __all__ = sorted(_API)
 

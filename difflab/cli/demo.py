@@ -11,11 +11,9 @@ import torch
 
 from difflab.core.config import load_config
 from difflab.core.errors import UsageError
-from difflab.core.imageio import model_to_images, save_grid
+from difflab.core.imageio import save_grid
 from difflab.evaluation.plots import plot_loss, plot_trajectory
-from difflab.inference.generate import generate
-from difflab.inference.request import request
-from difflab.storage.models import load_denoiser
+from difflab.inference.pipeline import load
 
 MARKER = "demo.json"
 
@@ -40,9 +38,8 @@ def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False) -> dict:
     cfg = load_config("digits", [f"train.max_seconds={seconds}"])
     ckpt = run_training(cfg, out / "run", resume=False, quiet=quiet)
     trained = time.perf_counter() - start
-    denoiser, config, info = load_denoiser(ckpt)
-    s = config["sample"]
-    shape = tuple(config["model"]["shape"])
+    pipe = load(ckpt)  # samples with the config's defaults (n, seed, sampler, steps, ...)
+    info = pipe.info
     steps_x0, step_sigmas = [], []
 
     def keep_first(info):
@@ -50,16 +47,11 @@ def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False) -> dict:
             steps_x0.append(info["denoised"][:1].clone())
             step_sigmas.append(float(info["sigma"]))
 
-    cond, guidance, _ = request(denoiser, config, s["n"])
-    samples = torch.cat(list(generate(
-        denoiser, shape, n=s["n"], seed=s["seed"], batch_size=s["batch_size"],
-        sampler=s["sampler"], steps=s["steps"], discretization=s["discretization"],
-        cond=cond, guidance=guidance, callback=keep_first,
-    )))  # fmt: skip
-    save_grid(model_to_images(samples).numpy(), out / "samples.png", nrow=10)
+    samples = pipe.sample(callback=keep_first).x  # model space
+    save_grid(pipe.to_images(samples).numpy(), out / "samples.png", nrow=10)
     frames, sigmas = [*steps_x0, samples[:1]], [*step_sigmas, 0.0]
     keep = sorted(set(torch.linspace(0, len(frames) - 1, 12).round().long().tolist()))
-    trajectory = model_to_images(torch.cat([frames[i] for i in keep])).numpy()
+    trajectory = pipe.to_images(torch.cat([frames[i].cpu() for i in keep])).numpy()
     plot_trajectory(trajectory, [sigmas[i] for i in keep], out / "trajectory.png")
     plot_loss(out / "run" / "log.jsonl", out / "loss.png")
     report = {

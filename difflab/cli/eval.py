@@ -63,27 +63,20 @@ def cmd_ref_stats(args) -> int:
 
 def _sampled_images(path: Path, args, steps: int | None):
     """(uint8 images [n, C, H, W], origin dict, class labels [n] or None) from one checkpoint."""
-    from difflab.cli.request_args import request_from_args
-    from difflab.core.imageio import model_to_images
-    from difflab.inference.generate import generate
-    from difflab.storage.models import load_denoiser
+    from difflab.cli.request_args import request_options
+    from difflab.inference.pipeline import load
 
-    denoiser, config, info = load_denoiser(path)
-    s = config["sample"]
-    sampler = {"name": args.sampler} if args.sampler else s["sampler"]
-    steps = steps or s["steps"]
-    disc = {"name": args.discretization} if args.discretization else s["discretization"]
-    cond, guidance, asked = request_from_args(denoiser, config, args.n, args)
-    batches = generate(
-        denoiser, tuple(config["model"]["shape"]), n=args.n, seed=args.seed,
-        batch_size=args.batch_size, sampler=sampler, steps=steps, discretization=disc,
-        cond=cond, guidance=guidance,
+    pipe = load(path)
+    result = pipe.sample(
+        args.n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler, steps=steps,
+        discretization=args.discretization, **request_options(args),
     )  # fmt: skip
-    origin = {"checkpoint": str(path), "step": info.get("step"), "sampler": sampler,
-              "steps": steps, "discretization": disc, "seed": args.seed,
+    s, asked = result.settings, result.asked
+    origin = {"checkpoint": str(path), "step": pipe.info.get("step"), "sampler": s.sampler,
+              "steps": s.steps, "discretization": s.discretization, "seed": s.seed,
               "guidance": asked.get("guidance", [])}  # fmt: skip
     labels = torch.tensor(asked["classes"]) if "classes" in asked else None
-    return model_to_images(torch.cat(list(batches))), origin, labels
+    return pipe.to_images(result.x), origin, labels
 
 
 def parse_steps(text: str) -> list[int]:

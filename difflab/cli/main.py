@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.nll import add_commands as add_nll_commands
@@ -40,53 +39,47 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from difflab.cli.request_args import request_from_args
-    from difflab.core.imageio import model_to_images, save_grid, save_images
+    from difflab.cli.request_args import request_options
+    from difflab.core.imageio import save_grid, save_images
     from difflab.evaluation.plots import plot_points
-    from difflab.inference.generate import generate
-    from difflab.storage.models import load_denoiser
+    from difflab.inference.pipeline import load
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory for the samples")
-    denoiser, config, _ = load_denoiser(args.ckpt)
-    defaults = config["sample"]
-    sampler = dict(defaults["sampler"]) if args.sampler is None else {"name": args.sampler}
+    pipe = load(args.ckpt)
+    sampler = {"name": args.sampler} if args.sampler else {}  # no name: the config's sampler
     if args.eta is not None:
         sampler["eta"] = args.eta
     for item in args.option:
         key, _, value = item.partition("=")
         sampler[key] = parse_value(value)
-    steps = args.steps or defaults["steps"]
-    disc = {"name": args.discretization} if args.discretization else defaults["discretization"]
-    shape = tuple(config["model"]["shape"])
-    cond, guidance, asked = request_from_args(denoiser, config, args.n, args)
-    n_batches = -(-args.n // args.batch_size)
-    bar = _progress(n_batches * steps, "sample", args.quiet)
-    out.mkdir(parents=True, exist_ok=True)
-    chunks, start = [], time.perf_counter()
-    for batch in generate(
-        denoiser, shape, n=args.n, seed=args.seed, batch_size=args.batch_size, sampler=sampler,
-        steps=steps, discretization=disc, cond=cond, guidance=guidance,
-        callback=lambda info: bar.update(1),
-    ):  # fmt: skip
-        chunks.append(batch)
+    chosen = dict(sampler=sampler or None, steps=args.steps, discretization=args.discretization,
+                  batch_size=args.batch_size, seed=args.seed)  # fmt: skip
+    settings = pipe.settings(**chosen)
+    n_batches = -(-args.n // settings.batch_size)
+    bar = _progress(n_batches * settings.steps, "sample", args.quiet)
+    start = time.perf_counter()
+    result = pipe.sample(args.n, **chosen, **request_options(args),
+                         callback=lambda info: bar.update(1))  # fmt: skip
     bar.close()
-    samples = torch.cat(chunks)
     seconds = time.perf_counter() - start
-    if len(shape) == 3:
-        images = model_to_images(samples).numpy()
+    out.mkdir(parents=True, exist_ok=True)
+    if pipe.is_image:
+        images = pipe.to_images(result.x).numpy()
         save_images(images, out / "images")
         save_grid(images, out / "grid.png")
         written = f"{out / 'grid.png'} and {len(images)} PNGs in {out / 'images'}"
     else:
-        np.savetxt(out / "samples.csv", samples.numpy(), delimiter=",", fmt="%.6f")
-        plot_points(samples.numpy(), out / "samples.png")
+        points = pipe.to_images(result.x).numpy()
+        np.savetxt(out / "samples.csv", points, delimiter=",", fmt="%.6f")
+        plot_points(points, out / "samples.png")
         written = f"{out / 'samples.png'} and {out / 'samples.csv'}"
-    if asked:  # what each sample was conditioned on, in sample order
-        (out / "labels.json").write_text(json.dumps(asked, indent=1) + "\n")
+    if result.asked:  # what each sample was conditioned on, in sample order
+        (out / "labels.json").write_text(json.dumps(result.asked, indent=1) + "\n")
         written += f", {out / 'labels.json'}"
-    print(f"{args.n} samples ({sampler['name']}, {steps} steps) in {seconds:.1f}s: {written}")
+    name = settings.sampler["name"]
+    print(f"{args.n} samples ({name}, {settings.steps} steps) in {seconds:.1f}s: {written}")
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from difflab.conditioning.base import parse_classes
-from difflab.inference.request import request
 
 
 def add_request_arguments(parser, *, what: str) -> None:
@@ -23,7 +22,7 @@ def add_request_arguments(parser, *, what: str) -> None:
                              "(difflab list guidances)")  # fmt: skip
 
 
-def request_from_args(denoiser, config: dict, n: int, args, device="cpu"):
-    """`request` with the options `add_request_arguments` parsed into `args`."""
-    return request(denoiser, config, n, guidance=args.guidance, classes=parse_classes(args.classes),
-                   prompts=args.prompt, images=args.image, device=device)  # fmt: skip
+def request_options(args) -> dict:
+    """The `Pipeline.sample` arguments that `add_request_arguments` parsed into `args`."""
+    return {"classes": parse_classes(args.classes), "prompts": args.prompt,
+            "images": args.image, "guidance": args.guidance}  # fmt: skip

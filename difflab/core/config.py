@@ -35,7 +35,8 @@ class ModelConfig:
     cond: dict = field(
         default_factory=dict
     )  # {} | {name="class", p_uncond=0.1} | {name="text", ...}
-    shape: list = field(default_factory=list)  # per-item data shape, filled in from the data
+    shape: list = field(default_factory=list)  # per-item pixel shape, filled in from the data
+    codec: dict = field(default_factory=lambda: {"name": "identity"})  # pixels ↔ the net's space
 
 
 @dataclass
@@ -122,7 +123,8 @@ class Config:
                 "config model.cond must be {} (unconditional) or a table with a name, e.g. "
                 '{name = "class", p_uncond = 0.1}'
             )
-        for section in ("dataset", "net", "schedule", "sigma_density", "sampler", "discretization"):
+        for section in ("dataset", "net", "schedule", "codec", "sigma_density", "sampler",
+                        "discretization"):
             spec = _spec_field(self, section)
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
                 raise UsageError(

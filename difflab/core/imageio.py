@@ -1,4 +1,4 @@
-"""Pixels in and out: uint8 ↔ model space [-1, 1], image files, PNG grids."""
+"""Pixels in and out: uint8 ↔ float pixels in [-1, 1], image files, PNG grids."""
 
 from __future__ import annotations
 
@@ -12,18 +12,22 @@ from torch import Tensor
 from difflab.core.errors import UsageError
 
 
-def images_to_model(x: Tensor) -> Tensor:
-    """uint8 images in 0..255 → float32 model space in [-1, 1]."""
+def uint8_to_pixels(x: Tensor) -> Tensor:
+    """uint8 images in 0..255 → float32 pixels in [-1, 1]."""
     if x.dtype != torch.uint8:
         raise UsageError(
-            f"images_to_model expects uint8 images, got {x.dtype}; store images as uint8"
+            f"expected uint8 images (0..255), got {x.dtype}; store images as uint8"
         )
     return x.to(torch.float32) / 127.5 - 1.0
 
 
-def model_to_images(x: Tensor) -> Tensor:
-    """Float model space in [-1, 1] → uint8 images in 0..255 (clamped and rounded)."""
+def pixels_to_uint8(x: Tensor) -> Tensor:
+    """Float pixels in [-1, 1] → uint8 images in 0..255 (clamped and rounded)."""
     return ((x.float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+# The names from before codecs: model space was pixel space. Pixels are a codec's output now.
+images_to_model, model_to_images = uint8_to_pixels, pixels_to_uint8
 
 
 def _image_files(root: Path) -> list[Path]:

@@ -33,7 +33,7 @@ from difflab.nets.inception import (
     InceptionB,
     InceptionD,
 )
-from difflab.storage.checkpoint import load_tensors, save_tensors
+from difflab.storage.checkpoint import load_weights, read_kind, save_tensors
 
 FEATURES = Registry("feature network")
 
@@ -352,17 +352,11 @@ def domain(*, path: str | None = None) -> DomainNet:
             "the 'domain' feature network needs path=; train one with "
             "difflab.features.train_feature_net and pass its .safetensors file"
         )
-    tensors, meta = load_tensors(Path(path))
-    if meta.get("kind") != "feature_net" or meta.get("name") != "domain":
-        raise UsageError(
-            f"{path} is a difflab {meta.get('kind')} file, not a domain feature net; "
-            "train one with difflab.features.train_feature_net"
-        )
-    net = DomainNet(**meta["config"])
-    try:
-        net.load_state_dict(tensors)
-    except RuntimeError as e:
-        raise UsageError(f"{path} does not match its own config ({e}); retrain it") from None
+    fix = "train one with difflab.evaluation.features.train_feature_net"
+    tensors, meta = read_kind(Path(path), "feature_net", wanted="a domain feature net", fix=fix)
+    if meta.get("name") != "domain":
+        raise UsageError(f"{path} is a {meta.get('name')!r} feature net, not a domain one; {fix}")
+    net = load_weights(DomainNet(**meta["config"]), tensors, path, "retrain it")
     net.info = {k: meta[k] for k in ("test_accuracy", "train") if k in meta}
     return net.eval()
 

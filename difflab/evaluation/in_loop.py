@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
-
-import torch
 
 from difflab.core.config import Config
 from difflab.core.errors import UsageError
-from difflab.core.imageio import model_to_images
 from difflab.evaluation.evaluate import evaluate, load_ref
 from difflab.evaluation.features import load_feature_net
+from difflab.inference.pipeline import Pipeline
 
 
 class InLoopFD:
@@ -29,18 +28,11 @@ class InLoopFD:
 
     def __call__(self, denoiser, shape: tuple[int, ...], sample_cfg, device) -> dict[str, Any]:
         """{"eval_metric", "eval_fd", "eval_n"} for samples drawn as `sample_cfg` says."""
-        from difflab.inference.generate import generate
-        from difflab.inference.request import request
-
-        config = {"model": {"shape": list(shape)}, "sample": {"guidance": sample_cfg.guidance}}
-        cond, guidance, _ = request(denoiser, config, self.n, device=device)
-        batches = generate(
-            denoiser, shape, n=self.n, seed=self.seed, batch_size=sample_cfg.batch_size,
-            sampler=sample_cfg.sampler, steps=sample_cfg.steps,
-            discretization=sample_cfg.discretization, device=device, cond=cond, guidance=guidance,
-        )  # fmt: skip
-        x = torch.cat([b.cpu() for b in batches])
-        images = model_to_images(x) if len(shape) == 3 else x
+        sample = (dataclasses.asdict(sample_cfg) if dataclasses.is_dataclass(sample_cfg)
+                  else dict(sample_cfg))  # fmt: skip
+        config = {"model": {"shape": list(shape)}, "sample": sample}
+        pipe = Pipeline(denoiser, config)
+        images = pipe.to_images(pipe.sample(self.n, seed=self.seed, device=device).x)
         report = evaluate(images, self.ref, self.net, ("fd",))
         return {"eval_metric": report["fd_name"], "eval_fd": report["fd"], "eval_n": self.n}
 

@@ -1,1 +1,1 @@
-"""Inference: seeded generation and requests (what to sample and how to guide it)."""
+"""Inference: the Pipeline, seeded generation and requests (what to sample, how to guide it)."""

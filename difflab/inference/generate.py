@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor
 
+from difflab.core.errors import UsageError
 from difflab.core.schedules import discretize
 from difflab.guidance.chain import plain as guidance_plain
 from difflab.samplers.base import sample
@@ -46,20 +47,38 @@ def generate(
     guidance: Callable = plain,
     callback: Callable | None = None,
     device: str | torch.device = "cpu",
+    start: Tensor | None = None,
+    sigmas: Tensor | None = None,
+    step_hook: Callable | None = None,
 ) -> Iterator[Tensor]:
-    """Yield batches [b, *shape] of model-space samples; sample i is seeded by seed + i."""
+    """Yield batches [b, *shape] of model-space samples; sample i is seeded by seed + i.
+
+    `start` [n, *shape] (or [1, *shape] for all) is the state x at σ = sigmas[0] instead of
+    seeded noise·sigmas[0] (SDEdit, img2img); `sigmas` replaces the grid of `steps` and
+    `discretization`; `step_hook(x, i, sigma_next)` is passed to the sampler (samplers.base).
+    """
     spec = {"name": sampler} if isinstance(sampler, str) else dict(sampler)
     name = spec.pop("name")
-    sigmas = discretize(denoiser.schedule, discretization, steps).to(device)
-    for start in range(0, n, batch_size):
-        idx = slice(start, min(n, start + batch_size))
+    if sigmas is None:
+        sigmas = discretize(denoiser.schedule, discretization, steps)
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).to(device)
+    if start is not None and (start.ndim != len(shape) + 1 or len(start) not in (1, n)):
+        raise UsageError(
+            f"`start` has shape {list(start.shape)}; pass model-space states [{n}, "
+            f"{', '.join(map(str, shape))}] (or [1, ...] for all)"
+        )
+    hook = {} if step_hook is None else {"step_hook": step_hook}
+    for first in range(0, n, batch_size):
+        idx = slice(first, min(n, first + batch_size))
         noise = SeededNoise(list(range(seed + idx.start, seed + idx.stop)), device)
-        x = noise(torch.empty(idx.stop - idx.start, *shape, device=device)) * sigmas[0]
+        if start is None:
+            x = noise(torch.empty(idx.stop - idx.start, *shape, device=device)) * sigmas[0]
+        else:
+            x = start[idx if len(start) > 1 else slice(0, 1)].to(device, torch.float32)
+            x = x.expand(idx.stop - idx.start, *shape).clone()  # the caller's tensor stays as is
         batch_cond = {k: v[idx].to(device) for k, v in (cond or {}).items()}
         fn = guidance(denoiser, batch_cond)
         step_cb = (
             None if callback is None else (lambda info, s=idx.start: callback({**info, "start": s}))
         )
-        yield sample(name, fn, x.float(), sigmas, noise=noise, callback=step_cb, **spec)
-
-
+        yield sample(name, fn, x.float(), sigmas, noise=noise, callback=step_cb, **spec, **hook)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from difflab.codecs.base import Codec, build_codec
 from difflab.conditioning.base import cycle, sampling_cond
 from difflab.conditioning.image import read_images
 from difflab.core.types import Cond
@@ -27,8 +28,13 @@ def request(
     prompts: Sequence[str] = (),
     images: Sequence[str] = (),
     device: str | torch.device = "cpu",
+    codec: Codec | None = None,
 ) -> tuple[Cond, object, dict]:
-    """(cond for n samples, guidance chain for `generate`, what each sample asked for)."""
+    """(cond for n samples, guidance chain for `generate`, what each sample asked for).
+
+    Conditioning images are read as pixels of the model's image shape and encoded by the codec
+    (default: the config's); the conditioner and the guidance terms see model space.
+    """
     from difflab.guidance.chain import build_guidance, parse_guidance
 
     def parse(items):
@@ -39,11 +45,15 @@ def request(
     specs += [
         s for s in parse(config.get("sample", {}).get("guidance", [])) if s["name"] not in named
     ]
-    shape = tuple(config["model"]["shape"])
-    pixels = read_images(list(images), shape, n) if images else None  # [n, C, h, w]
+    codec = codec or build_codec(config["model"].get("codec"))
+    shape = codec.latent_shape(config["model"]["shape"])  # the net's shape
+    x_images = None
+    if images:
+        pixels = read_images(list(images), tuple(config["model"]["shape"]), n)  # [n, C, h, w]
+        x_images = codec.encode(pixels.to(device))  # [n, *latent]
     cond, asked = sampling_cond(
         getattr(denoiser, "conditioner", None), n, classes=list(classes), prompts=list(prompts),
-        guided_by=[s["name"] for s in specs], images=pixels, shape=shape,
+        guided_by=[s["name"] for s in specs], images=x_images, shape=shape,
     )  # fmt: skip
     if images:
         asked["images"] = cycle([str(p) for p in images], n)

@@ -1,1 +1,1 @@
-"""Files: atomic safetensors checkpoints, model loading, noise-aware nets."""
+"""Files: atomic safetensors checkpoints, checkpoint formats, model loading, noise-aware nets."""

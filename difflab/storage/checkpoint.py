@@ -70,20 +70,56 @@ def read_header(path: Path) -> dict:
             raise UsageError(f"{path} is not a safetensors file (header is not JSON)") from None
 
 
-def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict]:
-    """(tensors, difflab metadata) of a file written by `save_tensors`; else a UsageError."""
-    header = read_header(path)
-    meta = header.get("__metadata__") or {}
+def read_metadata(path: Path) -> dict:
+    """The difflab metadata of a file written by `save_tensors` (header only); else a UsageError."""
+    meta = read_header(path).get("__metadata__") or {}
     if meta.get("format") != FORMAT or "difflab" not in meta:
         raise UsageError(
             f"{path} is a safetensors file but not a difflab checkpoint (no difflab metadata); "
             "train one with `difflab train`"
         )
     try:
+        return json.loads(meta["difflab"])
+    except json.JSONDecodeError:
+        raise UsageError(f"checkpoint {path} has corrupt difflab metadata; re-save it") from None
+
+
+def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict]:
+    """(tensors, difflab metadata) of a file written by `save_tensors`; else a UsageError."""
+    meta = read_metadata(path)
+    try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise UsageError(f"checkpoint {path} is corrupt or truncated: {err}") from None
-    return tensors, json.loads(meta["difflab"])
+    return tensors, meta
+
+
+KIND_HINT = {
+    "model": "a diffusion model checkpoint (use it as the model, not as this)",
+    "classifier": "a noise-aware classifier (from `difflab train-classifier`)",
+    "encoder": "a noise-aware image encoder (from `difflab train-encoder`)",
+    "feature_net": "a metrics feature net (from `difflab train-features`)",
+}
+
+
+def read_kind(path: Path, kind: str, *, wanted: str, fix: str) -> tuple[dict[str, Tensor], dict]:
+    """(tensors, metadata) of a difflab file of `kind`: the one reader behind model files,
+    noise-aware nets and feature nets; another kind → a UsageError naming both kinds and `fix`."""
+    found = read_metadata(path).get("kind")
+    if found != kind:
+        what = KIND_HINT.get(found, f"a difflab {found!r} file")
+        raise UsageError(f"{path} is {what}, not {wanted}; {fix}")
+    return load_tensors(path)
+
+
+def load_weights(module, state: dict[str, Tensor], path: Path, fix: str):
+    """module.load_state_dict(state); a mismatch → UsageError naming the first bad key."""
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        detail = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err))
+        raise UsageError(f"{path} does not fit its own config ({detail[:160]}); {fix}") from None
+    return module
 
 
 def save_model(path: Path, state_dict: dict[str, Tensor], config: dict, info: dict) -> None:
@@ -91,17 +127,22 @@ def save_model(path: Path, state_dict: dict[str, Tensor], config: dict, info: di
     save_tensors(path, state_dict, {"kind": "model", "config": config, "info": info})
 
 
-def load_model_file(path: Path) -> tuple[dict[str, Tensor], dict, dict]:
-    """(state_dict, config dict, info) of a difflab model file or of a run dir's newest one."""
+def resolve_model_path(path: Path) -> Path:
+    """A model file as given, or the newest model file of a run dir."""
     path = Path(path)
     if path.is_dir():
         found = latest_checkpoint(path)
         if found is None:
             raise UsageError(f"run dir {path} holds no checkpoint; train first or give a file")
-        path = found
-    tensors, meta = load_tensors(path)
-    if meta.get("kind") != "model":
-        raise UsageError(f"{path} is a difflab {meta.get('kind')} file, not a model checkpoint")
+        return found
+    return path
+
+
+def load_model_file(path: Path) -> tuple[dict[str, Tensor], dict, dict]:
+    """(state_dict, config dict, info) of a difflab model file or of a run dir's newest one."""
+    path = resolve_model_path(path)
+    tensors, meta = read_kind(path, "model", wanted="a model checkpoint",
+                              fix="give a model file from `difflab train`")  # fmt: skip
     return tensors, meta["config"], meta.get("info", {})
 
 

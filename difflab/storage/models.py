@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from difflab.codecs.base import build_codec
 from difflab.conditioning.base import build_conditioner
 from difflab.core.config import Config, from_dict
 from difflab.core.errors import UsageError
@@ -11,18 +12,26 @@ from difflab.core.precond import Precond
 from difflab.core.schedules import build_schedule
 from difflab.nets.base import NETS
 from difflab.storage import checkpoint as ckpt
+from difflab.storage.formats import load_model
+
+
+def net_shape(model: dict | object) -> tuple[int, ...]:
+    """The network's per-item shape: the codec's latent shape of the data shape `model.shape`."""
+    model = from_dict(model, type(Config().model)) if isinstance(model, dict) else model
+    if not model.shape:
+        raise UsageError("model.shape is empty; it is filled in from the data at training time")
+    return build_codec(model.codec).latent_shape(model.shape)
 
 
 def build_denoiser(model: dict | object) -> Precond:
     """Precond(net, schedule, parameterization) from a resolved model config (needs `shape`)."""
     model = from_dict(model, type(Config().model)) if isinstance(model, dict) else model
-    if not model.shape:
-        raise UsageError("model.shape is empty; it is filled in from the data at training time")
-    channels = model.shape[0]
+    shape = net_shape(model)
+    channels = shape[0]
     out = channels * (2 if model.learned_variance else 1)
     sizes = {"in_channels": channels, "out_channels": out}
-    if len(model.shape) == 3:
-        sizes["resolution"] = model.shape[-1]
+    if len(shape) == 3:  # an image-shaped latent: the U-Net needs its resolution
+        sizes["resolution"] = shape[-1]
     conditioner = build_conditioner(model.cond)
     if conditioner is not None:
         sizes.update(conditioner.net_options())  # slot sizes: one-hot classes, text width
@@ -36,15 +45,10 @@ def build_denoiser(model: dict | object) -> Precond:
 
 
 def load_denoiser(path: str | Path) -> tuple[Precond, dict, dict]:
-    """(EMA denoiser in eval mode, config dict, info) from a model checkpoint or run dir."""
-    state, config, info = ckpt.load_model_file(Path(path))
+    """(EMA denoiser in eval mode, config dict, info) from a model checkpoint (any registered
+    format) or a run dir."""
+    state, config, info = load_model(path)
     denoiser = build_denoiser(config["model"])
-    try:
-        denoiser.load_state_dict(state)
-    except RuntimeError as err:
-        detail = next((ln.strip() for ln in str(err).splitlines()[1:] if ln.strip()), str(err))
-        raise UsageError(
-            f"checkpoint {path} does not fit its own config ({detail[:160]}); it was edited or "
-            "made by another difflab version"
-        ) from None
+    fix = "it was edited or made by another difflab version"
+    ckpt.load_weights(denoiser, state, path, fix)
     return denoiser.eval().requires_grad_(False), config, info
