@@ -1,7 +1,8 @@
 """Short seeded training runs whose per-step losses were recorded before the objective registry
 (tests/golden_training.json); test_objectives checks the one loop reproduces them.
 
-Record again (only when a change of numbers is intended): python tests/golden_runs.py --write
+Check (exact, or the max relative difference per run): OMP_NUM_THREADS=1 python tests/golden_runs.py
+Record again (only when a change of numbers is intended): add --write
 """
 
 from __future__ import annotations
@@ -85,6 +86,9 @@ if __name__ == "__main__":
     if "--write" in sys.argv:
         GOLDEN.write_text(json.dumps(result, indent=1) + "\n")
     golden = json.loads(GOLDEN.read_text())
-    same = {k: result[k] == golden.get(k) for k in result}
-    print(json.dumps(same))
-    sys.exit(0 if all(same.values()) else 1)
+    report = {}
+    for k in golden:
+        a, b = torch.tensor(result[k]).double(), torch.tensor(golden[k]).double()
+        report[k] = "exact" if result[k] == golden[k] else f"{((a - b).abs() / b.abs()).max():.1e}"
+    print(json.dumps(report))
+    sys.exit(0 if all(v == "exact" for v in report.values()) else 1)

@@ -50,7 +50,7 @@ class DenoisingObjective(Objective):
     def __init__(self, denoiser: Precond, density: str | dict = "lognormal"):
         self.model = denoiser
         self.density = build_density(density, denoiser.schedule)
-        self.density_name = as_spec(density)["name"]
+        self.density_spec = as_spec(density)
         self.single_process = bool(self.density.state_dict())  # a loss history of this rank
 
     def per_sample(self, x0: Tensor, sigma: Tensor, noise: Tensor, cond: Cond) -> Tensor:
@@ -72,7 +72,7 @@ class DenoisingObjective(Objective):
         return per_sample, {}
 
     def parts(self) -> dict[str, Stateful]:
-        return {self.density_name: self.density} if self.single_process else {}
+        return {self.density_spec["name"]: self.density} if self.single_process else {}
 
 
 @OBJECTIVES.register("denoising")
