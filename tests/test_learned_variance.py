@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from difflab import train
 from difflab.core.config import load_config
 from difflab.core.errors import UsageError
 from difflab.core.precond import Precond
@@ -16,7 +17,6 @@ from difflab.inference.generate import generate, plain
 from difflab.samplers.base import sample
 from difflab.storage import checkpoint as ckpt
 from difflab.training.importance import LossSecondMomentSampler
-from difflab import train
 from difflab.training.objectives import build_objective
 from difflab.training.objectives.denoising import denoising_loss
 from difflab.training.objectives.hybrid import hybrid_loss
