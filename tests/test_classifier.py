@@ -16,8 +16,8 @@ from difflab.nets.classifier import AttentionPool2d
 from difflab.storage.checkpoint import save_model
 from difflab.storage.noise_aware import load_classifier, load_encoder
 from difflab.training.classifier import noised_accuracy, train_classifier
+from difflab.training.densities import sample_sigma
 from difflab.training.encoder import train_encoder, zero_shot_accuracy
-from difflab.training.noise_aware import sample_sigma
 
 DIGITS = {"name": "digits", "size": 8, "split": "train"}  # scored on split="test"
 TINY = {"model_channels": 16, "channel_mult": [1, 2]}  # 8×8 → 4×4; attention in middle + pool

@@ -10,7 +10,8 @@ from difflab.core.errors import UsageError
 from difflab.core.precond import PARAMETERIZATIONS
 from difflab.core.registry import Registry
 from difflab.core.schedules import build_schedule, check_sigmas, discretize, respaced_timesteps
-from difflab.training.losses import denoising_loss, sample_sigmas
+from difflab.training.densities import sample_sigmas
+from difflab.training.objectives.denoising import denoising_loss
 from oracles import GaussianData, perfect_denoiser
 
 

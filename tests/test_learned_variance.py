@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from difflab import train
 from difflab.core.config import load_config
 from difflab.core.errors import UsageError
 from difflab.core.precond import Precond
@@ -16,8 +17,9 @@ from difflab.inference.generate import generate, plain
 from difflab.samplers.base import sample
 from difflab.storage import checkpoint as ckpt
 from difflab.training.importance import LossSecondMomentSampler
-from difflab import train
-from difflab.training.losses import check_loss, denoising_loss, hybrid_loss
+from difflab.training.objectives import build_objective
+from difflab.training.objectives.denoising import denoising_loss
+from difflab.training.objectives.hybrid import hybrid_loss
 
 
 def smooth_fn(x, sigma):
@@ -96,11 +98,11 @@ def test_hybrid_loss_adds_a_vlb_term_that_trains_only_the_variance_head():
 def test_hybrid_loss_needs_a_learned_variance_model():
     denoiser = Precond(TinyNet(), build_schedule("cosine"), "eps", 1.0, False)
     with pytest.raises(UsageError, match="learned_variance"):
-        check_loss({"name": "hybrid"}, denoiser)
+        build_objective({"name": "hybrid"}, denoiser)
     with pytest.raises(UsageError, match="no option"):
-        check_loss({"name": "denoising", "vlb_weight": 1.0}, denoiser)
+        build_objective({"name": "denoising", "vlb_weight": 1.0}, denoiser)
     with pytest.raises(UsageError, match="sigma_density"):
-        check_loss({"name": "hybrid"}, _lv_denoiser(), {"name": "lognormal"})
+        build_objective({"name": "hybrid"}, _lv_denoiser(), density={"name": "lognormal"})
 
 
 def _filled(T=5, H=10, seed=0):

@@ -91,7 +91,7 @@ def cmd_list(args) -> int:
     from difflab.guidance.chain import GUIDANCES
     from difflab.nets.base import NETS
     from difflab.samplers.base import SAMPLERS
-    from difflab.training.losses import SIGMA_DENSITIES
+    from difflab.training.densities import SIGMA_DENSITIES
 
     registries = {
         "samplers": SAMPLERS, "schedules": SCHEDULES, "params": PARAMETERIZATIONS, "nets": NETS,

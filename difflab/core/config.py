@@ -52,7 +52,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     bf16: bool = False  # bf16 autocast for the network
     sigma_density: dict = field(default_factory=lambda: {"name": "lognormal"})
-    loss: dict = field(default_factory=lambda: {"name": "denoising"})  # or {name = "hybrid"}
+    # the objective (training.objectives.OBJECTIVES): {name = "denoising"} or {name = "hybrid"}
+    loss: dict = field(default_factory=lambda: {"name": "denoising"})
     seed: int = 0
     log_every: int = 10
     ckpt_every: int = 0  # 0: only at the end

@@ -34,6 +34,8 @@ from difflab.nets.inception import (
     InceptionD,
 )
 from difflab.storage.checkpoint import load_weights, read_kind, save_tensors
+from difflab.training.engine import Engine, fit
+from difflab.training.objectives.classification import Classification
 
 FEATURES = Registry("feature network")
 
@@ -361,16 +363,6 @@ def domain(*, path: str | None = None) -> DomainNet:
     return net.eval()
 
 
-def _shift(x: Tensor, g: torch.Generator) -> Tensor:
-    """Random ±1 pixel translation per image, padding with the background value −1."""
-    n, _, h, w = x.shape
-    p = F.pad(x, (1, 1, 1, 1), value=-1.0)  # [N, C, H+2, W+2]
-    dy, dx = torch.randint(0, 3, (2, n), generator=g)  # [N] offsets into the padding
-    rows = (torch.arange(h)[None] + dy[:, None])[:, :, None]  # [N, H, 1]
-    cols = (torch.arange(w)[None] + dx[:, None])[:, None, :]  # [N, 1, W]
-    return p[torch.arange(n)[:, None, None], :, rows, cols].permute(0, 3, 1, 2)  # [N, C, H, W]
-
-
 @torch.no_grad()
 def _accuracy(net: DomainNet, data: Dataset, batch_size: int = 256) -> float:
     correct = 0
@@ -394,7 +386,8 @@ def train_feature_net(
     test_fraction: float = 0.2,
     callback=None,
 ) -> Path:
-    """Train a domain classifier with AdamW on clean labelled images; save weights + config."""
+    """Train a domain classifier with AdamW + one-cycle LR on clean labelled images (±1 pixel
+    shifts when `augment`) through the shared training engine; save weights + config."""
     data = load_dataset(dataset_spec)
     if data.kind != "image" or data.labels is None or data.num_classes < 2:
         raise UsageError(
@@ -416,20 +409,9 @@ def train_feature_net(
     )
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    loader, g = InfiniteLoader(train, batch_size, seed=seed), torch.Generator().manual_seed(seed)
-    net.train()
-    for step in range(steps):
-        x, y = next(loader)  # [B, C, H, W] in [-1, 1], [B]
-        if augment:
-            x = _shift(x, g)
-        loss = F.cross_entropy(net.features_model_space(x)[1], y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if callback is not None:
-            callback({"step": step + 1, "loss": loss.item()})
-    net.eval()
+    objective = Classification(net, lambda x: net.features_model_space(x)[1], augment=augment)
+    engine = Engine(objective, opt, generator=torch.Generator().manual_seed(seed), scheduler=sched)
+    fit(engine, InfiniteLoader(train, batch_size, seed=seed), steps, callback)
     acc = _accuracy(net, test)
     meta = {
         "kind": "feature_net",

@@ -1,3 +1,3 @@
-"""Training: the loop, losses and σ densities, EMA, resume state, DDP, noise-aware nets."""
+"""Training: the one loop and its step engine, objectives, σ densities, EMA, resume state, DDP."""
 
 from difflab.training import importance  # noqa: F401  (registers the "importance" density)

@@ -13,19 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from difflab.nets.noise_aware import NoiseAwareClassifier
 from difflab.storage.noise_aware import save_net
 from difflab.training.noise_aware import fit, noised_top1, setup
+from difflab.training.objectives.classification import NoisedClassification
 
 EVAL_SIGMAS = (0.05, 0.5, 2.0, 10.0)
-
-
-def cross_entropy(model: NoiseAwareClassifier, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
-    """−log p(y | x_σ) averaged over the batch (ADM §4: classifier trained on noised images)."""
-    return F.cross_entropy(model.logits(x, sigma), labels)
 
 
 def noised_accuracy(
@@ -69,9 +64,9 @@ def train_classifier(
     torch.manual_seed(seed)
     model = NoiseAwareClassifier.from_meta(meta)
     model = fit(
-        model, cross_entropy, train, steps=steps, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, ema_decay=ema_decay, density=density, seed=seed,
-        callback=callback, device=device,
+        NoisedClassification(model, density), train, steps=steps, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, ema_decay=ema_decay, seed=seed, callback=callback,
+        device=device,
     )  # fmt: skip
     x0 = test.to_model(test.x)  # [N, C, H, W]
     model.meta["test_accuracy"] = {

@@ -2,13 +2,12 @@
 
 The encoder U-Net maps σ-space images to unit vectors in a frozen text encoder's space, trained
 with CLIP's symmetric InfoNCE loss and a learned temperature (Radford et al. 2021, Fig. 3) against
-the caption embeddings of each image's class, on noised images at all σ. Its `embed` gives the
+the caption embeddings of each image's class, on noised images at all σ (objectives/contrastive). Its `embed` gives the
 content/text terms, its `features` the structure and style terms of difflab.guidance.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,9 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from difflab.core.errors import UsageError
-from difflab.nets.noise_aware import MAX_LOGIT_SCALE, NoiseAwareEncoder
+from difflab.nets.noise_aware import NoiseAwareEncoder
 from difflab.storage.noise_aware import save_net
 from difflab.training.noise_aware import fit, noised_top1, setup
+from difflab.training.objectives.contrastive import Contrastive
 
 EVAL_SIGMAS = (0.05, 0.5, 2.0, 10.0)
 
@@ -39,30 +39,6 @@ def class_means(pooled: Tensor, owner: Tensor, num_classes: int) -> Tensor:
     """Normalised mean caption embedding per class [K, D] (CLIP prompt ensembling, §3.1.4)."""
     sums = torch.zeros(num_classes, pooled.shape[1]).index_add_(0, owner, pooled)  # [K, D]
     return F.normalize(sums, dim=-1)
-
-
-def clip_loss(pooled: Tensor, owner: Tensor, generator: torch.Generator) -> Callable:
-    """Symmetric InfoNCE (Radford et al. 2021, Fig. 3) against one random caption per image.
-
-    Labels repeat within a batch, so each row's target spreads uniformly over the captions (and
-    images) of the same class instead of CLIP's one-hot diagonal.
-    """
-    counts = torch.bincount(owner)  # [K]
-    starts = torch.cumsum(counts, 0) - counts  # [K]; captions are grouped by class
-
-    def loss(model: NoiseAwareEncoder, x: Tensor, sigma: Tensor, labels: Tensor) -> Tensor:
-        k = labels.cpu()  # [B]
-        u = torch.rand(len(k), generator=generator)  # [B]
-        pick = starts[k] + (u * counts[k]).long().clamp(max=counts[k] - 1)  # [B] caption index
-        text = pooled[pick].to(x.device)  # [B, D]
-        image = model.embed(x, sigma)  # [B, D]
-        scale = model.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
-        logits = scale * image @ text.T  # [B, B]
-        same = (labels[:, None] == labels[None, :]).float()  # [B, B], symmetric
-        target = same / same.sum(1, keepdim=True)  # [B, B]
-        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-
-    return loss
 
 
 def zero_shot_accuracy(
@@ -127,10 +103,10 @@ def train_encoder(
     torch.manual_seed(seed)
     model = NoiseAwareEncoder.from_meta(meta)
     model.class_embeddings.copy_(class_means(pooled, owner, len(class_names)))
-    loss = clip_loss(pooled, owner, torch.Generator().manual_seed(seed + 1))
+    objective = Contrastive(model, density, pooled, owner, seed=seed + 1)
     model = fit(
-        model, loss, train, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        ema_decay=ema_decay, density=density, seed=seed, callback=callback, device=device,
+        objective, train, steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        ema_decay=ema_decay, seed=seed, callback=callback, device=device,
     )  # fmt: skip
     x0 = test.to_model(test.x)  # [N, C, H, W]
     model.meta["test_accuracy"] = {

@@ -1,4 +1,4 @@
-"""Noise-aware networks on σ-space inputs: the shared wrapper, σ densities, loop and checkpoints.
+"""Noise-aware networks on σ-space inputs: σ densities, data checks and the shared fit.
 
 A noise-aware net reads x = x0 + σ·ε (σ-space, model-space x0 in [-1, 1]) and σ, with EDM's input
 scalings c_in = 1/√(σ² + σ_data²), c_noise = ¼·ln σ (Karras et al. 2022, Table 1): it depends on
@@ -10,7 +10,6 @@ data at all noise levels as in Dhariwal & Nichol 2021 §4 (classifier guidance).
 from __future__ import annotations
 
 import inspect
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,23 +18,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from difflab.core.errors import TrainingError, UsageError
-from difflab.core.types import bcast
+from difflab.core.errors import UsageError
 from difflab.data.datasets import Dataset, load_dataset
 from difflab.data.loader import InfiniteLoader
 from difflab.data.splits import holdout_split
 from difflab.nets.base import NETS
 from difflab.nets.noise_aware import NoiseAwareNet
-from difflab.training.dist import pick_device
+from difflab.training.densities import NOISE_AWARE_DENSITY, sigma_range
+from difflab.training.dist import World, pick_device
 from difflab.training.ema import EMA
-from difflab.training.losses import lognormal
+from difflab.training.engine import Engine
+from difflab.training.engine import fit as fit_engine
+from difflab.training.objectives.base import Objective
 
 DEFAULT_NET = {
     "name": "encoder_unet", "model_channels": 32, "channel_mult": [1, 2, 2],
     "num_res_blocks": 1, "attention_resolutions": [],  # attention: middle block + pooling
-}  # fmt: skip
-DEFAULT_DENSITY = {
-    "name": "log_uniform", "sigma_min": 0.002, "sigma_max": 80.0, "p_mean": -1.2, "p_std": 1.2,
 }  # fmt: skip
 
 
@@ -45,33 +43,8 @@ def default_options() -> dict[str, Any]:
     net = {p.name: p.default for p in params if p.default is not p.empty}
     net = {k: list(v) if isinstance(v, tuple) else v for k, v in net.items()}
     net = {"name": "encoder_unet", **net, **DEFAULT_NET}
-    return {"net": net, "density": dict(DEFAULT_DENSITY), "sigma_data": 0.5, "ema_decay": 0.999,
+    return {"net": net, "density": dict(NOISE_AWARE_DENSITY), "sigma_data": 0.5, "ema_decay": 0.999,
             "weight_decay": 0.05, "test_fraction": 0.2}  # fmt: skip
-
-
-def sample_sigma(density: dict[str, Any], n: int, generator: torch.Generator) -> Tensor:
-    """σ [n]: log-uniform on [σ_min, σ_max] or EDM's log-normal (Karras et al. 2022, Table 1)."""
-    d = {**DEFAULT_DENSITY, **density}
-    if d["name"] == "log_uniform":
-        lo, hi = d["sigma_min"], d["sigma_max"]
-        if not 0 < lo < hi:
-            raise UsageError(f"density needs 0 < sigma_min < sigma_max, got {lo}, {hi}; fix them")
-        u = torch.rand(n, generator=generator, dtype=torch.float64)  # [n]
-        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).float()
-    if d["name"] == "lognormal":
-        return lognormal(None, n, generator, p_mean=d["p_mean"], p_std=d["p_std"])  # [n]
-    raise UsageError(
-        f"sigma density {d['name']!r} is unknown for noise-aware nets; "
-        "use density.name=log_uniform (sigma_min, sigma_max) or lognormal (p_mean, p_std)"
-    )
-
-
-def sigma_range(density: dict[str, Any]) -> list[float]:
-    """[σ_min, σ_max] the net was trained on (log-normal: its ±3 std interval)."""
-    d = {**DEFAULT_DENSITY, **density}
-    if d["name"] == "log_uniform":
-        return [d["sigma_min"], d["sigma_max"]]
-    return [math.exp(d["p_mean"] - 3 * d["p_std"]), math.exp(d["p_mean"] + 3 * d["p_std"])]
 
 
 def image_data(dataset_spec: str | dict[str, Any], what: str) -> Dataset:
@@ -90,8 +63,7 @@ def image_data(dataset_spec: str | dict[str, Any], what: str) -> Dataset:
 
 
 def fit(
-    model: NoiseAwareNet,
-    loss_fn: Callable[[NoiseAwareNet, Tensor, Tensor, Tensor], Tensor],
+    objective: Objective,
     data: Dataset,
     *,
     steps: int,
@@ -99,37 +71,22 @@ def fit(
     lr: float,
     weight_decay: float,
     ema_decay: float,
-    density: dict[str, Any],
     seed: int,
     callback: Callable[[dict], None] | None,
     device: str = "auto",
 ) -> NoiseAwareNet:
-    """AdamW on loss_fn(model, x = x0 + σ·ε, σ, labels), σ from `density` (ADM §4); EMA or raw net."""
+    """AdamW on `objective` (its σ density: ADM §4) through the shared step engine; EMA or raw net."""
     if steps < 1 or batch_size < 1 or not lr > 0:
         raise UsageError(
-            f"steps, batch_size and lr must be positive, got {steps}, {batch_size}, {lr}"
+            f"`steps`, `batch_size` and `lr` must be positive, got {steps}, {batch_size}, {lr}"
         )
     loader, g = InfiniteLoader(data, batch_size, seed=seed), torch.Generator().manual_seed(seed)
     dev = pick_device(device)
-    model = model.to(dev)
+    model = objective.model.to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     ema = EMA(model, ema_decay) if ema_decay > 0 else None
-    model.train()
-    for step in range(steps):
-        x0, labels = next(loader)  # [B, C, H, W] in [-1, 1], [B]
-        sigma = sample_sigma(density, len(x0), g)  # [B]
-        x = x0 + bcast(sigma, x0) * torch.randn(x0.shape, generator=g)  # [B, C, H, W] σ-space
-        loss = loss_fn(model, x.to(dev), sigma.to(dev), labels.to(dev))
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at step {step + 1}; lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if ema is not None:
-            ema.update(model, step)
-        if callback is not None:
-            callback({"step": step + 1, "loss": loss.item()})
-    return (ema.model if ema is not None else model).eval().requires_grad_(False)
+    engine = Engine(objective, opt, generator=g, world=World(device=dev), ema=ema)
+    return fit_engine(engine, loader, steps, callback)
 
 
 @torch.no_grad()

@@ -1,53 +1,113 @@
-"""Resume state: raw weights, EMA, AdamW, step, every RNG and the data position, for bit-exact resume."""
+"""Resume state, one mechanism for every stateful part: raw weights, AdamW, LR schedule, every RNG,
+the data position and the objective's own state, for bit-exact resume. EMA weights are the model
+file beside it.
+
+Each part's state_dict is flattened: tensors go to the safetensors file as "<part>.<key>", the
+rest to its JSON metadata under "<part>". The objective's parts are stored the same way under
+their own names (e.g. "importance.history").
+"""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from difflab.core.errors import UsageError
 from difflab.storage import checkpoint as ckpt
+from difflab.training.objectives.base import Objective, Stateful
+
+FORMAT = 2  # 1: before the objective registry (no "format", "sched", param_groups at top level)
 
 
-def rng_state(generator: torch.Generator) -> tuple[dict, dict]:
-    """(tensors, JSON) holding the training generator, torch's global, numpy's and Python's RNG."""
-    tensors = {"rng.train": generator.get_state(), "rng.torch": torch.get_rng_state()}
-    kind, keys, *rest = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    meta = {"numpy": [kind, keys.tolist(), *rest], "python": [version, list(internal), gauss]}
+class RNGState:
+    """The training generator, torch's global, numpy's and Python's RNG as one part."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, *rest = np.random.get_state()
+        version, internal, gauss = random.getstate()
+        return {"train": self.generator.get_state(), "torch": torch.get_rng_state(),
+                "numpy": [kind, keys.tolist(), *rest],
+                "python": [version, list(internal), gauss]}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["train"])
+        torch.set_rng_state(state["torch"])
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+
+
+class OptimizerState:
+    """An optimizer as a part: slot tensors as "<param index>.<slot>", param_groups as JSON."""
+
+    def __init__(self, opt: torch.optim.Optimizer):
+        self.opt = opt
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.opt.state_dict()
+        flat: dict[str, Any] = {"param_groups": state["param_groups"]}
+        for idx, slots in state["state"].items():
+            flat.update({f"{idx}.{k}": torch.as_tensor(v) for k, v in slots.items()})
+        return flat
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        slots: dict[int, dict] = {}
+        for key, value in state.items():
+            if key != "param_groups":
+                idx, name = key.split(".", 1)
+                slots.setdefault(int(idx), {})[name] = value
+        self.opt.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
+
+
+def flatten(parts: dict[str, Stateful], objective: Objective) -> tuple[dict[str, Tensor], dict]:
+    """(tensors, JSON metadata) of every part and of the objective's parts."""
+    tensors: dict[str, Tensor] = {}
+    meta: dict[str, dict] = {}
+    own = objective.parts()
+    clash = sorted(set(own) & set(parts))
+    if clash:
+        raise ValueError(f"objective parts {clash} clash with the loop's own parts")
+    for name, part in {**parts, **own}.items():
+        for key, value in part.state_dict().items():
+            if isinstance(value, Tensor):
+                tensors[f"{name}.{key}"] = value
+            else:
+                meta.setdefault(name, {})[key] = value
     return tensors, meta
 
 
-def set_rng_state(generator: torch.Generator, tensors: dict, meta: dict) -> None:
-    generator.set_state(tensors["rng.train"])
-    torch.set_rng_state(tensors["rng.torch"])
-    kind, keys, *rest = meta["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
-    version, internal, gauss = meta["python"]
-    random.setstate((version, tuple(internal), gauss))
+def unflatten(tensors: dict[str, Tensor], meta: dict, parts: dict[str, Stateful],
+              objective: Objective) -> None:  # fmt: skip
+    """Load what `flatten` wrote into the live parts and the objective."""
+    state: dict[str, Any] = dict(tensors)
+    for name, values in meta.items():
+        if isinstance(values, dict):
+            state.update({f"{name}.{k}": v for k, v in values.items()})
+    for name, part in parts.items():
+        own = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+        if not own:
+            raise UsageError(f"the saved training state has no {name!r} part; start a new run")
+        part.load_state_dict(own)
+    objective.load_state_dict(state)
 
 
-def save(run, step, cfg_dict, denoiser, ema, opt, generator, loader, info, importance=None) -> Path:
-    """Write the resume state, then the model file (EMA weights + config), both atomically;
-    `importance` is the loss-aware timestep sampler whose loss history is part of the state."""
+def save(run: Path, step: int, cfg_dict: dict, parts: dict[str, Stateful], objective: Objective,
+         ema_model: torch.nn.Module, info: dict) -> Path:  # fmt: skip
+    """Write the resume state, then the model file (EMA weights + config), both atomically."""
     path = ckpt.model_path(run, step)
-    rng_tensors, rng_meta = rng_state(generator)
-    tensors = {f"model.{k}": v for k, v in denoiser.state_dict().items()}
-    opt_state = opt.state_dict()
-    for idx, slots in opt_state["state"].items():
-        tensors.update({f"optim.{idx}.{k}": torch.as_tensor(v) for k, v in slots.items()})
-    tensors.update(rng_tensors)
-    if importance is not None:
-        tensors.update({f"importance.{k}": v for k, v in importance.state_dict().items()})
-    meta = {
-        "kind": "state", "step": step, "rng": rng_meta, "loader": loader.state_dict(),
-        "param_groups": opt_state["param_groups"], "config": cfg_dict,
-    }  # fmt: skip
+    tensors, meta = flatten(parts, objective)
+    meta |= {"kind": "state", "format": FORMAT, "step": step, "config": cfg_dict}
     ckpt.save_tensors(ckpt.state_path(path), tensors, meta)
-    ckpt.save_model(path, ema.model.state_dict(), cfg_dict, {"step": step, **info})
+    ckpt.save_model(path, ema_model.state_dict(), cfg_dict, {"step": step, **info})
     return path
 
 
@@ -57,27 +117,31 @@ def read(path: Path) -> tuple[dict, dict, dict]:
     weights, _, _ = ckpt.load_model_file(path)
     if meta.get("kind") != "state":
         raise UsageError(f"{ckpt.state_path(path)} is not a difflab resume state")
+    if meta.get("format", 1) == 1:
+        _from_format_1(meta)
     return tensors, meta, weights
 
 
-def restore(state, denoiser, ema, opt, generator, loader, importance=None) -> int:
+def _from_format_1(meta: dict) -> None:
+    """Upgrade a state written before the objective registry: param_groups move under "optim";
+    the warm-up schedule's state (then implied by the step) is written out."""
+    train, step = meta["config"]["train"], meta["step"]
+    warm = train["warmup"]
+    lr = train["lr"] * (min(1.0, (step + 1) / warm) if warm else 1.0)  # of the next step
+    groups = [{**g, "lr": lr, "initial_lr": train["lr"]} for g in meta.pop("param_groups")]
+    meta["optim"] = {"param_groups": groups}
+    meta["sched"] = {"base_lrs": [train["lr"]] * len(groups), "last_epoch": step,
+                     "_step_count": step + 1, "_last_lr": [lr] * len(groups),
+                     "lr_lambdas": [None] * len(groups)}  # fmt: skip
+
+
+def restore(state: tuple[dict, dict, dict], parts: dict[str, Stateful], objective: Objective,
+            ema_model: torch.nn.Module) -> int:  # fmt: skip
     """Load what `read` returned into the live objects; returns the step to continue from."""
     tensors, meta, weights = state
-    denoiser.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    ema.model.load_state_dict(weights)
-    slots: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, idx, name = key.split(".", 2)
-            slots.setdefault(int(idx), {})[name] = value
-    opt.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
-    set_rng_state(generator, tensors, meta["rng"])
-    loader.load_state_dict(meta["loader"])
-    if importance is not None:
-        if "importance.history" not in tensors:
-            raise UsageError("--resume: the resume state has no importance-sampler history")
-        importance.load_state_dict({k[11:]: v for k, v in tensors.items()
-                                    if k.startswith("importance.")})  # fmt: skip
+    ema_model.load_state_dict(weights)
+    unflatten(tensors, {k: v for k, v in meta.items() if isinstance(v, dict) and k != "config"},
+              parts, objective)  # fmt: skip
     return int(meta["step"])
 
 

@@ -1,0 +1,132 @@
+"""σ training densities: a registry of stateless draws, and the Density an objective owns."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from difflab.core.errors import UsageError
+from difflab.core.registry import Registry
+from difflab.core.schedules import Schedule
+
+SIGMA_DENSITIES = Registry("sigma density")
+STATEFUL_DENSITIES: dict = {}  # name → build(schedule, **options) of a density that keeps state
+
+
+@SIGMA_DENSITIES.register("discrete")
+def discrete(schedule: Schedule, n: int, generator: torch.Generator) -> Tensor:
+    """t ~ Uniform{0..T−1}, σ = σ_t (Ho et al. 2020, Algorithm 1)."""
+    if not schedule.discrete:
+        raise UsageError(
+            f"sigma density 'discrete' needs a discrete schedule, not {schedule.name!r}; "
+            'use sigma_density = {name = "lognormal"}'
+        )
+    t = torch.randint(0, schedule.num_timesteps, (n,), generator=generator)
+    return schedule.sigmas[t].float()  # [n]
+
+
+@SIGMA_DENSITIES.register("lognormal")
+def lognormal(
+    schedule: Schedule, n: int, generator: torch.Generator, *, p_mean: float = -1.2,
+    p_std: float = 1.2,
+) -> Tensor:  # fmt: skip
+    """ln σ ~ N(P_mean, P_std²) (Karras et al. 2022, Table 1, training row)."""
+    return (p_mean + p_std * torch.randn(n, generator=generator)).exp()  # [n]
+
+
+@SIGMA_DENSITIES.register("uniform_t")
+def uniform_t(schedule: Schedule, n: int, generator: torch.Generator) -> Tensor:
+    """t ~ U(t(σ_min), t(σ_max)) for continuous schedules (Song et al. 2021, Eq. 7)."""
+    lo = schedule.sigma_to_t(torch.tensor(schedule.sigma_min, dtype=torch.float64))
+    hi = schedule.sigma_to_t(torch.tensor(schedule.sigma_max, dtype=torch.float64))
+    t = lo + (hi - lo) * torch.rand(n, generator=generator, dtype=torch.float64)
+    return schedule.t_to_sigma(t).float()  # [n]
+
+
+def sample_sigmas(spec: str | dict, schedule: Schedule, n: int, generator: torch.Generator):
+    """σ [n] drawn from the density named in `spec`."""
+    return SIGMA_DENSITIES.build(spec, schedule, n, generator)
+
+
+@dataclass
+class SigmaDraw:
+    """σ [n] for a batch; with an importance density also t [n] and the weights 1/(T·p_t) [n]."""
+
+    sigma: Tensor
+    weight: Tensor | None = None
+    t: Tensor | None = None
+
+
+class Density:
+    """A stateless density from SIGMA_DENSITIES: draw σ, learn nothing from the losses."""
+
+    def __init__(self, spec: dict, schedule: Schedule):
+        self.spec, self.schedule = spec, schedule
+
+    def draw(self, n: int, generator: torch.Generator) -> SigmaDraw:
+        return SigmaDraw(sample_sigmas(self.spec, self.schedule, n, generator))  # [n]
+
+    def observe(self, draw: SigmaDraw, losses: Tensor) -> None:
+        """Feed per-sample losses back (stateless densities ignore them)."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def as_spec(spec: str | dict) -> dict:
+    """{"name": spec} for a bare name; a copy of a table, which must have a name."""
+    spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+    if "name" not in spec:
+        raise UsageError(f"spec {spec!r} has no 'name'; add name = \"...\"")
+    return spec
+
+
+def build_density(spec: str | dict, schedule: Schedule):
+    """The Density for `spec` (train.sigma_density), checked now; a stateful one (e.g.
+    "importance") from its STATEFUL_DENSITIES builder."""
+    options = as_spec(spec)
+    name = options.pop("name")
+    SIGMA_DENSITIES.check_options(name, options, skip=3)
+    if name in STATEFUL_DENSITIES:
+        return STATEFUL_DENSITIES[name](schedule, **options)
+    density = Density({"name": name, **options}, schedule)
+    density.draw(1, torch.Generator())  # a schedule the density cannot use fails here
+    return density
+
+
+# Noise-aware nets (classifier, encoder) depend on no schedule: σ log-uniform or log-normal.
+NOISE_AWARE_DENSITY = {
+    "name": "log_uniform", "sigma_min": 0.002, "sigma_max": 80.0, "p_mean": -1.2, "p_std": 1.2,
+}  # fmt: skip
+
+
+def sample_sigma(density: dict[str, Any], n: int, generator: torch.Generator) -> Tensor:
+    """σ [n]: log-uniform on [σ_min, σ_max] or EDM's log-normal (Karras et al. 2022, Table 1)."""
+    d = {**NOISE_AWARE_DENSITY, **density}
+    if d["name"] == "log_uniform":
+        lo, hi = d["sigma_min"], d["sigma_max"]
+        if not 0 < lo < hi:
+            raise UsageError(f"density needs 0 < sigma_min < sigma_max, got {lo}, {hi}; fix them")
+        u = torch.rand(n, generator=generator, dtype=torch.float64)  # [n]
+        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).float()
+    if d["name"] == "lognormal":
+        return lognormal(None, n, generator, p_mean=d["p_mean"], p_std=d["p_std"])  # [n]
+    raise UsageError(
+        f"sigma density {d['name']!r} is unknown for noise-aware nets; "
+        "use density.name=log_uniform (sigma_min, sigma_max) or lognormal (p_mean, p_std)"
+    )
+
+
+def sigma_range(density: dict[str, Any]) -> list[float]:
+    """[σ_min, σ_max] the net was trained on (log-normal: its ±3 std interval)."""
+    d = {**NOISE_AWARE_DENSITY, **density}
+    if d["name"] == "log_uniform":
+        return [d["sigma_min"], d["sigma_max"]]
+    return [math.exp(d["p_mean"] - 3 * d["p_std"]), math.exp(d["p_mean"] + 3 * d["p_std"])]
