@@ -9,7 +9,8 @@ import torch
 from test_train import _tiny_cfg
 
 from difflab.cli.main import main
-from difflab.conditioning.base import build_conditioner, drop, parse_classes, sampling_cond
+from difflab.cli.request_args import parse_classes
+from difflab.conditioning.base import build_conditioner, drop, sampling_cond
 from difflab.conditioning.captions import captions
 from difflab.core.config import load_config
 from difflab.core.errors import UsageError

@@ -43,7 +43,7 @@ def test_sampling_requests_for_an_image_model():
     images = torch.zeros(2, 1, 4, 4)
     cond, asked = sampling_cond(conditioner, 2, images=images, shape=(1, 8, 8))
     assert cond["channels"].shape == (2, 1, 8, 8) and asked == {}
-    with pytest.raises(UsageError, match="pass --image FILE"):
+    with pytest.raises(UsageError, match="pass `images`"):
         sampling_cond(conditioner, 2, shape=(1, 8, 8))
     with pytest.raises(UsageError, match="takes no image condition"):
         sampling_cond(None, 2, images=images, shape=(1, 8, 8))
