@@ -3,8 +3,8 @@
 from difflab.conditioning import image, labels, text  # noqa: F401  (register the conditioners)
 from difflab.conditioning.base import (
     CONDITIONERS,
-    ConditionRequest,
     Conditioner,
+    ConditionRequest,
     build_conditioner,
     condition,
 )

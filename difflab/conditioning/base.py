@@ -61,7 +61,9 @@ class Input:
 
 
 INPUTS = {
-    "classes": Input("takes no class condition", "class", "classifier", "CLF.safetensors", "labels"),
+    "classes": Input(
+        "takes no class condition", "class", "classifier", "CLF.safetensors", "labels"
+    ),
     "prompts": Input("has no text conditioning", "text", "text", "ENCODER.safetensors"),
     "images": Input("takes no image condition", "image"),
 }

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from difflab.conditioning.base import CONDITIONERS, ConditionRequest, Conditioner, cycle
+from difflab.conditioning.base import CONDITIONERS, Conditioner, ConditionRequest, cycle
 from difflab.core.errors import UsageError
 from difflab.core.types import Cond
 

@@ -8,8 +8,8 @@ from torch import Tensor
 
 from difflab.conditioning.base import (
     CONDITIONERS,
-    ConditionRequest,
     Conditioner,
+    ConditionRequest,
     class_labels,
     cycle,
     require_labels,
