@@ -128,7 +128,7 @@ def test_vlb_is_an_upper_bound_that_tightens_with_more_steps(grids, n):
 
 
 def test_vlb_needs_a_discrete_vp_schedule():
-    with pytest.raises(UsageError, match="--method ode"):
+    with pytest.raises(UsageError, match='`method="ode"`'):
         vlb_grid(build_schedule("edm"), 10)
 
 

@@ -31,7 +31,7 @@ def load_net(path: str | os.PathLike, cls: type[NoiseAwareNet]) -> NoiseAwareNet
         what = KIND_HINT.get(kind, f"a difflab {kind!r} file")
         raise UsageError(
             f"{path} is {what}, not a noise-aware {cls.kind}; train one with "
-            f"`difflab train-{cls.kind} DATA --out FILE`"
+            f"`train_{cls.kind}(data, out)`"
         )
     model = cls.from_meta(meta)
     try:

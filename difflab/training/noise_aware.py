@@ -121,7 +121,7 @@ def fit(
         x = x0 + bcast(sigma, x0) * torch.randn(x0.shape, generator=g)  # [B, C, H, W] σ-space
         loss = loss_fn(model, x.to(dev), sigma.to(dev), labels.to(dev))
         if not torch.isfinite(loss):
-            raise TrainingError(f"loss became {loss.item()} at step {step + 1}; lower --lr")
+            raise TrainingError(f"loss became {loss.item()} at step {step + 1}; lower `lr`")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -174,9 +174,9 @@ def check_out(out: str | os.PathLike, force: bool) -> Path:
     """Refuse to overwrite an existing --out file unless force."""
     out = Path(out)
     if out.is_dir():
-        raise UsageError(f"--out {out} is a directory; give a .safetensors file path")
+        raise UsageError(f"`out` {out} is a directory; give a .safetensors file path")
     if out.exists() and not force:
-        raise UsageError(f"--out {out} exists; choose another path or pass --force to overwrite")
+        raise UsageError(f"`out` {out} exists; pick a new path or pass `force=True` to overwrite")
     return out
 
 

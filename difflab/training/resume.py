@@ -75,7 +75,7 @@ def restore(state, denoiser, ema, opt, generator, loader, importance=None) -> in
     loader.load_state_dict(meta["loader"])
     if importance is not None:
         if "importance.history" not in tensors:
-            raise UsageError("--resume: the resume state has no importance-sampler history")
+            raise UsageError("`resume`: the resume state has no importance-sampler history")
         importance.load_state_dict({k[11:]: v for k, v in tensors.items()
                                     if k.startswith("importance.")})  # fmt: skip
     return int(meta["step"])
