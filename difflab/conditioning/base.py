@@ -88,7 +88,7 @@ class ConditionRequest:
 class Conditioner:
     """Turns class labels (training) or a request (sampling) into a Cond for the net's slots."""
 
-    kind = "none"
+    kind = "none"  # the registry name (for display; behaviour comes from takes and build)
     takes: tuple[str, ...] = ()  # ConditionRequest inputs this conditioner turns into slots
     needs_user_input = False  # True: no condition without user input (no in-loop sampling)
     summary = "it is unconditional"  # for messages: "this model takes no ... (<summary>)"
