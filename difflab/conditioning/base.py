@@ -91,7 +91,7 @@ class Conditioner:
     kind = "none"  # the registry name (for display; behaviour comes from takes and build)
     takes: tuple[str, ...] = ()  # ConditionRequest inputs this conditioner turns into slots
     needs_user_input = False  # True: no condition without user input (no in-loop sampling)
-    summary = "it is unconditional"  # for messages: "this model takes no ... (<summary>)"
+    summary = "is unconditional"  # for messages: "... but the model <summary>; drop ..."
 
     def __init__(self, p_uncond: float = 0.1):
         if not 0.0 <= float(p_uncond) <= 1.0:
@@ -152,8 +152,8 @@ def condition(
                 fix += (f", add {need.guidance} guidance "
                         f"(`guidance=\"{need.guidance}:ckpt={need.ckpt}\"`)")  # fmt: skip
             raise UsageError(
-                f"`{field}` given but this model {need.lacks} ({conditioner.summary}); {fix} "
-                f'or train with model.cond = {{name = "{need.cond}"}}'
+                f"`{field}` given but this model {need.lacks}: the model {conditioner.summary}; "
+                f'{fix} or train with model.cond = {{name = "{need.cond}"}}'
             )
     cond, asked = conditioner.build(request)
     for field in extra:

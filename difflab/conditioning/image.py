@@ -28,7 +28,7 @@ class ImageConditioner(Conditioner):
     kind = "image"
     takes = ("images",)
     needs_user_input = True  # sampling needs the user's images (no in-loop FD)
-    summary = "it is conditioned on images only"
+    summary = "is conditioned on images only"
 
     def __init__(self, *, source: str = "lowres", factor: int = 2, channels: int = 0,
                  p_uncond: float = 0.1):  # fmt: skip

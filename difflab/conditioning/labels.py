@@ -23,7 +23,7 @@ class ClassConditioner(Conditioner):
 
     kind = "class"
     takes = ("classes",)
-    summary = "it is conditioned on classes"
+    summary = "is conditioned on classes"
 
     def __init__(self, *, num_classes: int, p_uncond: float = 0.1):
         super().__init__(p_uncond)

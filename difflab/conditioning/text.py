@@ -25,7 +25,7 @@ class TextConditioner(Conditioner):
 
     kind = "text"
     takes = ("classes", "prompts")
-    summary = "it is conditioned on text"
+    summary = "is conditioned on text"
 
     def __init__(self, *, encoder: str = "minilm", p_uncond: float = 0.1, dim: int = 0,
                  dataset: str = "default", class_names: list | None = None):  # fmt: skip
