@@ -10,10 +10,10 @@ from PIL import Image
 from safetensors.torch import save_file
 from test_train import TINY_UNET
 
+from difflab import train
 from difflab.cli.main import main
 from difflab.core.config import load_config
 from difflab.storage import checkpoint as ckpt
-from difflab import train
 
 
 @pytest.fixture(scope="module")

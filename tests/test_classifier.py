@@ -163,7 +163,7 @@ def test_other_kinds_of_checkpoint_are_refused(tmp_path, clf_path):
 
 
 def test_existing_out_needs_force(clf_path):
-    with pytest.raises(UsageError, match="exists.*--force"):
+    with pytest.raises(UsageError, match="exists.*`force=True`"):
         train_classifier(DIGITS, clf_path, steps=1, **FAST)
 
 

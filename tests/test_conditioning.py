@@ -8,8 +8,10 @@ import pytest
 import torch
 from test_train import _tiny_cfg
 
+from difflab import train
 from difflab.cli.main import main
-from difflab.conditioning.base import build_conditioner, drop, parse_classes, sampling_cond
+from difflab.cli.request_args import parse_classes
+from difflab.conditioning.base import build_conditioner, drop, sampling_cond
 from difflab.conditioning.captions import captions
 from difflab.core.config import load_config
 from difflab.core.errors import UsageError
@@ -17,7 +19,6 @@ from difflab.core.types import net_cond, null_cond
 from difflab.inference.request import request
 from difflab.storage import checkpoint as ckpt
 from difflab.storage.models import load_denoiser
-from difflab import train
 
 CLASS_COND = "model.cond={name='class', p_uncond=0.5}"
 MICRO = ("model.net={name='unet', model_channels=8, channel_mult=[1], num_res_blocks=1, "

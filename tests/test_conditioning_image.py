@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from PIL import Image
 from test_train import _tiny_cfg
 
+from difflab import train
 from difflab.cli.main import main
 from difflab.conditioning.base import build_conditioner, drop, sampling_cond
 from difflab.core.config import load_config
 from difflab.core.errors import UsageError
 from difflab.data.datasets import load_dataset
 from difflab.storage.models import load_denoiser
-from difflab import train
 
 
 def test_full_size_and_low_resolution_inputs_give_the_same_condition():
@@ -43,7 +43,7 @@ def test_sampling_requests_for_an_image_model():
     images = torch.zeros(2, 1, 4, 4)
     cond, asked = sampling_cond(conditioner, 2, images=images, shape=(1, 8, 8))
     assert cond["channels"].shape == (2, 1, 8, 8) and asked == {}
-    with pytest.raises(UsageError, match="pass --image FILE"):
+    with pytest.raises(UsageError, match="pass `images`"):
         sampling_cond(conditioner, 2, shape=(1, 8, 8))
     with pytest.raises(UsageError, match="takes no image condition"):
         sampling_cond(None, 2, images=images, shape=(1, 8, 8))

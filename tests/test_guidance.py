@@ -176,7 +176,7 @@ def test_classifier_guidance_moves_samples_onto_the_chosen_component_monotonical
 
 def test_classifier_guidance_needs_a_class():
     gm = mixture()
-    with pytest.raises(UsageError, match="--class"):
+    with pytest.raises(UsageError, match="`classes`"):
         classifier_guidance(lambda x, s: x, {}, gm)
     out = classifier_guidance(lambda x, s: gm.denoise(x, s), {}, gm, label=1)
     x, sigma = torch.randn(3, 2), torch.ones(3)

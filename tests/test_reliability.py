@@ -14,10 +14,10 @@ import pytest
 import torch
 from test_train import TINY_UNET
 
+from difflab import train
 from difflab.core.config import load_config
 from difflab.evaluation.plots import read_log
 from difflab.storage import checkpoint as ckpt
-from difflab import train
 
 TINY = [TINY_UNET, "train.batch_size=8", "train.log_every=1", "train.ckpt_every=1", "train.keep=2",
         "train.warmup=3"]  # fmt: skip

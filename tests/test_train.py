@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from difflab import train
 from difflab.core.config import load_config
 from difflab.core.errors import TrainingError, UsageError
 from difflab.data.datasets import load_dataset
@@ -12,7 +13,6 @@ from difflab.evaluation.plots import read_log
 from difflab.inference.generate import generate
 from difflab.storage import checkpoint as ckpt
 from difflab.storage.models import build_denoiser, load_denoiser
-from difflab import train
 
 TINY_UNET = ("model.net={name='unet', model_channels=16, channel_mult=[1, 2], num_res_blocks=1,"
              " attention_resolutions=[4]}")  # fmt: skip

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
@@ -191,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, TrainingError) as err:
         if args.debug:
             raise
-        print(f"difflab: error: {err}", file=sys.stderr)
+        print(f"difflab: error: {cli_message(str(err))}", file=sys.stderr)
         return 2 if isinstance(err, UsageError) else 1
     except KeyboardInterrupt:
         print("difflab: interrupted", file=sys.stderr)

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from difflab.conditioning.base import parse_classes
+from difflab.core.errors import UsageError
+
+
+def parse_classes(items: list[str] | None) -> list[int]:
+    """--class values (repeatable, or comma lists) → class indices; a non-integer is an error."""
+    out = []
+    for part in (p.strip() for item in items or [] for p in str(item).split(",")):
+        try:
+            out.append(int(part))
+        except ValueError:
+            raise UsageError(
+                f"--class {part!r} is not a class index; pass integers, e.g. --class 3"
+            ) from None
+    return out
 
 
 def add_request_arguments(parser, *, what: str) -> None:

@@ -1,6 +1,12 @@
 """Conditioners: labels, prompts and images → the network's condition slots."""
 
-from difflab.conditioning import image  # noqa: F401  (registers the image conditioner)
-from difflab.conditioning.base import CONDITIONERS, Conditioner, build_conditioner
+from difflab.conditioning import image, labels, text  # noqa: F401  (register the conditioners)
+from difflab.conditioning.base import (
+    CONDITIONERS,
+    Conditioner,
+    ConditionRequest,
+    build_conditioner,
+    condition,
+)
 
-__all__ = ["CONDITIONERS", "Conditioner", "build_conditioner"]
+__all__ = ["CONDITIONERS", "ConditionRequest", "Conditioner", "build_conditioner", "condition"]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from difflab.conditioning.base import CONDITIONERS, Conditioner, cycle
+from difflab.conditioning.base import CONDITIONERS, Conditioner, ConditionRequest, cycle
 from difflab.core.errors import UsageError
 from difflab.core.types import Cond
 
@@ -26,6 +26,9 @@ class ImageConditioner(Conditioner):
     """x0 average-pooled by `factor` and upsampled back (bilinear), as channels (SR3 §2.3)."""
 
     kind = "image"
+    takes = ("images",)
+    needs_user_input = True  # sampling needs the user's images (no in-loop FD)
+    summary = "is conditioned on images only"
 
     def __init__(self, *, source: str = "lowres", factor: int = 2, channels: int = 0,
                  p_uncond: float = 0.1):  # fmt: skip
@@ -38,6 +41,17 @@ class ImageConditioner(Conditioner):
         if not isinstance(factor, int) or factor < 2:
             raise UsageError(f"image conditioner factor must be an integer >= 2, got {factor!r}")
         self.source, self.factor, self.channels = source, factor, int(channels)
+
+    @classmethod
+    def resolve(cls, spec: dict, dataset, dataset_name: str) -> dict:
+        """The image channel count from the data; point data is refused."""
+        if dataset.kind != "image":
+            raise UsageError(
+                f"cond {spec['name']!r} needs an image dataset but {dataset_name!r} holds points; "
+                "use image data or drop cond"
+            )
+        spec["channels"] = dataset.shape[0]
+        return spec
 
     def net_options(self) -> dict[str, int]:
         return {"cond_channels": self.channels}
@@ -69,6 +83,14 @@ class ImageConditioner(Conditioner):
             return {"channels": self.degrade(images)}
         return {"channels": self.upsample(images, (h, w))}
 
+    def build(self, request: ConditionRequest) -> tuple[Cond, dict[str, list]]:
+        """The request's images [n, C, h, w] for samples of request.image_shape."""
+        if request.images is None:
+            raise UsageError(
+                "this model is conditioned on images: pass `images` (full size or low resolution)"
+            )
+        return self.from_images(request.images, tuple(request.image_shape)), {}
+
 
 def read_images(paths: list[str], shape: tuple[int, ...], n: int) -> Tensor:
     """Image files cycled over n samples, in model space [n, C, h, w] (one size for all)."""
@@ -77,9 +99,11 @@ def read_images(paths: list[str], shape: tuple[int, ...], n: int) -> Tensor:
     loaded = []
     for p in paths:
         if not Path(p).is_file():
-            raise UsageError(f"--image {p} does not exist; pass an existing PNG or JPEG file")
+            raise UsageError(
+                f"image file {p} given in `images` does not exist; pass an existing PNG or JPEG"
+            )
         loaded.append(load_image(Path(p), shape[0], None))  # [C, h, w] uint8
     if len({tuple(im.shape) for im in loaded}) > 1:
-        raise UsageError("--image files differ in size; pass images of one size")
+        raise UsageError("the `images` files differ in size; pass images of one size")
     batch = torch.stack(cycle(loaded, n))  # [n, C, h, w]
     return images_to_model(batch)

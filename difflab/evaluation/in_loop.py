@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from difflab.conditioning.base import conditioner_class
 from difflab.core.config import Config
 from difflab.core.errors import UsageError
 from difflab.evaluation.evaluate import evaluate, load_ref
@@ -46,10 +47,12 @@ def in_loop_evaluator(cfg: Config):
             "train.eval_every needs train.eval_ref (a .npz from `difflab ref-stats` of held-out "
             "data) and train.eval_features (the feature net it was made with)"
         )
-    if (cfg.model.cond or {}).get("name") == "image":
+    conditioner = conditioner_class(cfg.model.cond)
+    if conditioner.needs_user_input:
         raise UsageError(
-            "train.eval_every samples without user input, but an image-conditional model needs "
-            "conditioning images; set train.eval_every = 0 and use `difflab eval --image`"
+            "train.eval_every samples without user input, but this model needs conditioning "
+            f"{' and '.join(conditioner.takes)}; set train.eval_every = 0 and evaluate samples made "
+            f"with `{conditioner.takes[0]}` given"
         )
     return InLoopFD(cfg.train.eval_ref, cfg.train.eval_features, cfg.train.eval_n, cfg.sample.seed)
 

@@ -28,7 +28,7 @@ def check_vlb_schedule(schedule: Schedule) -> None:
     if not (schedule.discrete and schedule.vp):
         raise UsageError(
             f"the variational bound needs a discrete VP (DDPM) schedule, not {schedule.name!r}; "
-            "use --method ode for this model"
+            "use `method=\"ode\"` for this model"
         )
 
 

@@ -77,7 +77,7 @@ def cfg(
     """
     if not net_cond(cond):
         raise UsageError(
-            "classifier-free guidance needs a condition; pass --class or --prompt, or drop cfg"
+            "classifier-free guidance needs a condition; pass `classes` or `prompts`, or drop cfg"
         )
     uncond = null_cond(cond)
     both = {k: torch.cat([uncond[k], cond[k]]) for k in cond}  # [2B, ...] per slot
@@ -141,7 +141,7 @@ def classifier_guidance(fn: DenoiseFn, cond: Cond, classifier, *, scale: float =
     elif "labels" in cond:
         labels = cond["labels"].detach().clone()  # [B]
     else:
-        raise UsageError("classifier guidance needs a class; pass --class N or label=N")
+        raise UsageError("classifier guidance needs a class; pass `classes` or label=N")
     num = getattr(classifier, "num_classes", None)
     if num is not None and (labels.min() < 0 or labels.max() >= num):
         raise UsageError(
@@ -232,7 +232,7 @@ def _classifier(ctx: Context, *, ckpt: str | None = None, scale: float = 1.0,
                 label: int | None = None) -> Term:  # fmt: skip
     """Classifier guidance by a noise-aware classifier checkpoint (difflab train-classifier)."""
     finite("classifier", "scale", scale)
-    require("classifier", "ckpt", ckpt, "train one with `difflab train-classifier DATA --out FILE`")
+    require("classifier", "ckpt", ckpt, "train one with `train_classifier(data, out)`")
     clf = load_checkpoint(ctx, "classifier", ckpt)
     return lambda fn, cond: classifier_guidance(fn, cond, clf, scale=scale, label=label)
 

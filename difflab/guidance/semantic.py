@@ -28,7 +28,7 @@ from difflab.guidance.chain import (
 )
 
 Objective = Callable[[Tensor, Tensor], Tensor]  # F(x [B, ...], σ [B]) -> [B]
-TRAIN_ENCODER = "train one with `difflab train-encoder DATA --out FILE`"
+TRAIN_ENCODER = "train one with `train_encoder(data, out)`"
 
 
 def load_reference(path: str | Path, shape: tuple[int, ...], *, resize: bool = False) -> Tensor:
@@ -180,7 +180,7 @@ def _text(ctx: Context, *, ckpt: str | None = None, prompt: str | None = None,
     """Semantic text guidance toward `prompt` (default: the --prompt of the run)."""
     finite("text", "scale", scale)
     require("text", "ckpt", ckpt, TRAIN_ENCODER)
-    prompt = require("text", "prompt", prompt or ctx.prompt, 'or pass --prompt "..."')
+    prompt = require("text", "prompt", prompt or ctx.prompt, "or pass `prompts`")
     encoder = load_checkpoint(ctx, "encoder", ckpt)
     objective = text_score(encoder, text_embedding(encoder, prompt).to(ctx.device))
     return lambda fn, cond: semantic_guidance(fn, objective, scale=scale)

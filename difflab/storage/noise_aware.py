@@ -19,7 +19,7 @@ def load_net(path: str | os.PathLike, cls: type[NoiseAwareNet]) -> NoiseAwareNet
     """A saved noise-aware net of class `cls` in eval mode; another kind of file → UsageError."""
     tensors, meta = read_kind(
         Path(path), cls.kind, wanted=f"a noise-aware {cls.kind}",
-        fix=f"train one with `difflab train-{cls.kind} DATA --out FILE`",
+        fix=f"train one with `train_{cls.kind}(data, out)`",
     )  # fmt: skip
     meta.pop("kind")
     model = load_weights(cls.from_meta(meta), tensors, path, "retrain it")

@@ -32,12 +32,12 @@ from difflab.training.objectives import build_objective
 def prepare_run_dir(out: Path, resume: bool) -> None:
     """Refuse to overwrite: `out` must be new/empty, or an existing run when resuming."""
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory for the run")
+        raise UsageError(f"`out` {out} is a file; give a directory for the run")
     if resume:
         return
     if out.exists() and any(out.iterdir()):
         raise UsageError(
-            f"--out {out} already holds files; pass --resume to continue that run or choose a new dir"
+            f"`out` {out} already holds files; pass `resume=True` to continue it or pick a new dir"
         )
 
 
@@ -45,8 +45,8 @@ def _check_resume_config(saved: dict, cfg: dict, path: Path) -> None:
     for section in ("data", "model"):
         if saved[section] != cfg[section]:
             raise UsageError(
-                f"--resume: the {section} config differs from the one in {path}; resume with the "
-                "run's own config (RUN/config.toml) or start a new --out"
+                f"`resume`: the {section} config differs from the one in {path}; resume with the "
+                "run's own config (RUN/config.toml) or start a new `out`"
             )
 
 

@@ -131,9 +131,9 @@ def check_out(out: str | os.PathLike, force: bool) -> Path:
     """Refuse to overwrite an existing --out file unless force."""
     out = Path(out)
     if out.is_dir():
-        raise UsageError(f"--out {out} is a directory; give a .safetensors file path")
+        raise UsageError(f"`out` {out} is a directory; give a .safetensors file path")
     if out.exists() and not force:
-        raise UsageError(f"--out {out} exists; choose another path or pass --force to overwrite")
+        raise UsageError(f"`out` {out} exists; pick a new path or pass `force=True` to overwrite")
     return out
 
 
