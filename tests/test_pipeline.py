@@ -237,6 +237,28 @@ def test_a_latent_codec_separates_the_net_shape_from_the_image_shape(tmp_path):
         pipe.encode(torch.zeros(1, 1, 4, 4, dtype=torch.uint8))
 
 
+def test_training_feeds_the_objective_codec_encoded_batches(tmp_path):
+    """With a latent codec the loop trains on encode(x0): the net sees [1, 4, 4], the run samples
+    [1, 8, 8] images, and the encoded batches resume with the loader's position."""
+    from difflab.data.datasets import load_dataset
+    from difflab.data.loader import InfiniteLoader
+    from difflab.training.encoded import EncodedBatches
+
+    cfg = _config("model.codec={name='toy_down2'}", "train.steps=2", "train.batch_size=4",
+                  "train.log_every=1")  # fmt: skip
+    pipe = difflab.load(difflab.train(cfg, tmp_path / "run"))
+    assert (pipe.shape, pipe.image_shape) == ((1, 4, 4), (1, 8, 8))
+    assert pipe(2, seed=0).shape == (2, 1, 8, 8)
+    data = load_dataset("digits")
+    batches = EncodedBatches(InfiniteLoader(data, 4, seed=0), Down2())
+    x0, _ = next(batches)
+    assert x0.shape == (4, 1, 4, 4)
+    state = batches.state_dict()
+    again = EncodedBatches(InfiniteLoader(data, 4, seed=0), Down2())
+    again.load_state_dict(state)
+    assert torch.equal(next(again)[0], next(batches)[0])
+
+
 def test_a_checkpoint_without_a_codec_spec_loads_as_identity(tmp_path):
     pipe = difflab.load(_save(tmp_path / "old.safetensors", _config(), drop_codec=True))
     assert pipe.config["model"]["codec"] == {"name": "identity"}

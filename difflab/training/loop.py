@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from difflab.codecs.base import build_codec
 from difflab.conditioning.base import resolve_cond
 from difflab.core.config import Config, to_toml
 from difflab.core.errors import UsageError
@@ -25,6 +26,7 @@ from difflab.storage.models import build_denoiser
 from difflab.training import dist as dist
 from difflab.training import resume as resume_state
 from difflab.training.ema import EMA
+from difflab.training.encoded import EncodedBatches
 from difflab.training.engine import Engine, warmup
 from difflab.training.objectives import build_objective
 
@@ -107,6 +109,7 @@ def _train(
     engine = build_engine(cfg, denoiser, world)
     global_batch = cfg.train.batch_size * world.size  # per micro-batch, all ranks together
     loader = InfiniteLoader(dataset, global_batch, seed=cfg.train.seed, hflip=cfg.data.hflip)
+    batches = EncodedBatches(loader, build_codec(cfg.model.codec))  # model-space x0
     parts = {"model": denoiser, "optim": resume_state.OptimizerState(engine.opt),
              "sched": engine.scheduler, "rng": resume_state.RNGState(engine.generator),
              "loader": loader}  # fmt: skip
@@ -133,7 +136,7 @@ def _train(
     best = math.inf
     try:
         while step < cfg.train.steps:
-            result = engine.step(step, loader)
+            result = engine.step(step, batches)
             step += 1
             losses.append(result.loss)
             record = {"step": step, "loss": result.loss, "grad_norm": result.grad_norm}
