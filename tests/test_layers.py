@@ -113,3 +113,16 @@ def test_no_import_cycles():
 )
 def test_cycle_finder_finds_cycles(edges, cyclic):
     assert (find_cycle(edges) is not None) == cyclic
+
+
+def test_the_cli_parser_and_the_public_api_import_no_torch():
+    """`difflab --help` and `import difflab` stay cheap: torch loads when a command needs it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, difflab, difflab.cli.main as m; m.build_parser(); "
+        "print(sorted(k for k in ('torch', 'numpy') if k in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

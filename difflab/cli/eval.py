@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from difflab.cli.request_args import add_request_arguments
 from difflab.core.config import parse_value
 from difflab.core.errors import UsageError
@@ -63,6 +61,8 @@ def cmd_ref_stats(args) -> int:
 
 def _sampled_images(path: Path, args, steps: int | None):
     """(uint8 images [n, C, H, W], origin dict, class labels [n] or None) from one checkpoint."""
+    import torch
+
     from difflab.cli.request_args import request_options
     from difflab.inference.pipeline import load
 

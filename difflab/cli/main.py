@@ -8,8 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.nll import add_commands as add_nll_commands
@@ -72,6 +70,8 @@ def cmd_sample(args) -> int:
         save_grid(images, out / "grid.png")
         written = f"{out / 'grid.png'} and {len(images)} PNGs in {out / 'images'}"
     else:
+        import numpy as np
+
         points = pipe.to_images(result.x).numpy()
         np.savetxt(out / "samples.csv", points, delimiter=",", fmt="%.6f")
         plot_points(points, out / "samples.png")
