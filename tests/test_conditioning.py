@@ -6,8 +6,10 @@ import math
 
 import pytest
 import torch
+from requires import require_fashion_mnist
 from test_train import _tiny_cfg
 
+from difflab import train
 from difflab.cli.main import main
 from difflab.conditioning.base import build_conditioner, drop, parse_classes, sampling_cond
 from difflab.conditioning.captions import captions
@@ -17,7 +19,6 @@ from difflab.core.types import net_cond, null_cond
 from difflab.inference.request import request
 from difflab.storage import checkpoint as ckpt
 from difflab.storage.models import load_denoiser
-from difflab import train
 
 CLASS_COND = "model.cond={name='class', p_uncond=0.5}"
 MICRO = ("model.net={name='unet', model_channels=8, channel_mult=[1], num_res_blocks=1, "
@@ -193,6 +194,8 @@ def test_cli_bad_conditions_exit_2_with_one_line(class_run, tmp_path, capsys, ex
 @pytest.mark.parametrize("config", ["digits_class", "fashion_mnist_class"])
 def test_dry_run_resolves_the_condition(config, tmp_path, capsys):
     """The printed config describes itself: the class count is filled in from the data."""
+    if config.startswith("fashion_mnist"):
+        require_fashion_mnist()
     assert main(["train", config, "--out", str(tmp_path / "r"), "--dry-run"]) == 0
     assert 'cond = {name = "class", p_uncond = 0.1, num_classes = 10}' in capsys.readouterr().out
 
