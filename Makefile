@@ -1,22 +1,30 @@
-# Two entry points: `make demo` and `make test`. Each installs what it needs (torch first,
-# from the CPU wheel, so pip never pulls CUDA packages).
+# Two entry points: `make demo` and `make test`. Each installs what it needs: the Debian
+# packages below (apt-get, as root or with passwordless sudo), then torch (pinned first, so pip
+# never pulls CUDA packages), then difflab with its test extras, behind a stamp file.
 PY ?= python3
 STAMP := .install.stamp
+# Data the tests and the built-in Fashion-MNIST configs read (/usr/share/datasets/fashion-mnist).
+DEB_PACKAGES := dataset-fashion-mnist
 
 $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-install: $(STAMP)
+system-packages:
+	@.ci/apt-install $(DEB_PACKAGES)
 
+install: system-packages $(STAMP)
+
+# The demo trains on scikit-learn's digits: a missing Debian package only warns here.
 demo: $(STAMP)
+	@.ci/apt-install --warn $(DEB_PACKAGES)
 	$(PY) -m difflab demo --out demo-out
 
-test: $(STAMP)
+test: install
 	$(PY) -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: install
 	$(PY) -m pytest -q -m slow
 
-.PHONY: install demo test test-slow
+.PHONY: system-packages install demo test test-slow

@@ -3,7 +3,9 @@
 Target (issue 2): demo ≤ 3 minutes on 2 cores, ≥ 9 of 10 classes present, ≥ 90% of samples
 labelled with confidence ≥ 0.9 by a classifier trained on the real digits.
 
-    python bench/digits_quality.py [--out DIR] [--n 500] [--skip-demo]
+    python bench/digits_quality.py [--out DIR] [--n 500] [--skip-demo | --seed S]
+
+--seed S trains the demo in this process with train.seed=S (the demo is deterministic otherwise).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.neural_network import MLPClassifier
 
+from difflab.cli.demo import run_demo
 from difflab.data.datasets import load_dataset
 from difflab.inference.pipeline import load
 
@@ -37,13 +40,17 @@ def main() -> None:
     ap.add_argument("--out", default="bench-out/demo")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--skip-demo", action="store_true", help="judge an existing demo output")
+    ap.add_argument("--seed", type=int, default=None, help="train the demo with this train.seed")
     args = ap.parse_args()
     out = Path(args.out)
     demo_seconds = None
     if not args.skip_demo:
         start = time.perf_counter()
-        cmd = [sys.executable, "-m", "difflab", "demo", "--out", str(out), "--quiet"]
-        subprocess.run(cmd, check=True)
+        if args.seed is None:
+            cmd = [sys.executable, "-m", "difflab", "demo", "--out", str(out), "--quiet"]
+            subprocess.run(cmd, check=True)
+        else:
+            run_demo(out, quiet=True, seed=args.seed)
         demo_seconds = time.perf_counter() - start
     pipe = load(out / "run")  # the config's sampler, steps and grid
     info = pipe.info
@@ -53,6 +60,7 @@ def main() -> None:
     labels = p.argmax(1)
     result = {
         "demo_seconds": demo_seconds, "train_steps": info.get("step"), "n": args.n,
+        "train_seed": config["train"]["seed"],
         "classes_present": int(len(np.unique(labels))),
         "confident_fraction": float((p.max(1) >= 0.9).mean()),
         "class_histogram": np.bincount(labels, minlength=10).tolist(),

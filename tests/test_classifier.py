@@ -8,7 +8,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from requires import SETUP
 
+from difflab.conditioning.text_encoder import load_text_encoder
 from difflab.core.errors import UsageError
 from difflab.data.datasets import DIGIT_NAMES, load_dataset
 from difflab.nets.base import NETS
@@ -210,12 +212,10 @@ def test_encoder_embed_unit_norm_and_features(enc_path):
 
 
 def test_encoder_with_minilm_beats_chance(tmp_path, heldout_digits):
-    text = pytest.importorskip("difflab.conditioning.text_encoder", reason="difflab.text (MiniLM) not written yet")
-    pytest.importorskip("difflab.conditioning.captions", reason="difflab.captions not written yet")
     try:
-        text_encoder = text.load_text_encoder("minilm")
+        text_encoder = load_text_encoder("minilm")
     except UsageError as err:
-        pytest.skip(f"MiniLM text encoder unavailable: {err}")
+        pytest.fail(f"MiniLM text encoder unavailable: {err}; {SETUP}", pytrace=False)
     enc = train_encoder(DIGITS, tmp_path / "e.safetensors", text_encoder=text_encoder,
                         steps=150, **FAST)  # fmt: skip
     assert enc.text_encoder == "minilm"

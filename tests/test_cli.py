@@ -93,10 +93,15 @@ def test_bad_input_is_one_line_exit_2(args, message, run_dir, tmp_path):
 
 
 def test_demo_smoke_writes_its_pngs(tmp_path):
-    r = difflab("demo", "--out", str(tmp_path / "demo"), "--seconds", "2")
+    r = subprocess.run([sys.executable, "-m", "difflab", "demo", "--out", str(tmp_path / "demo"),
+                        "--seconds", "2"], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
     for name in ("samples.png", "trajectory.png", "loss.png", "demo.json"):
         assert (tmp_path / "demo" / name).stat().st_size > 0
+    report = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert 0 < report["steps"] < report["planned_steps"]  # a fixed step count, cut by the budget
+    assert "of 2s budget" in r.stderr  # the bar counts time against the budget
+    assert f"ran out after {report['steps']} of {report['planned_steps']} steps" in r.stderr
     again = difflab("demo", "--out", str(tmp_path / "demo"), "--seconds", "1")
     assert again.returncode == 0, again.stderr  # a demo dir may be reused
     (tmp_path / "other").mkdir()

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from requires import require_fashion_mnist
 from test_train import _tiny_cfg
 
 from difflab import train
@@ -194,6 +195,8 @@ def test_cli_bad_conditions_exit_2_with_one_line(class_run, tmp_path, capsys, ex
 @pytest.mark.parametrize("config", ["digits_class", "fashion_mnist_class"])
 def test_dry_run_resolves_the_condition(config, tmp_path, capsys):
     """The printed config describes itself: the class count is filled in from the data."""
+    if config.startswith("fashion_mnist"):
+        require_fashion_mnist()
     assert main(["train", config, "--out", str(tmp_path / "r"), "--dry-run"]) == 0
     assert 'cond = {name = "class", p_uncond = 0.1, num_classes = 10}' in capsys.readouterr().out
 

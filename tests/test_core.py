@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from requires import require_module
 
 from difflab.core.errors import UsageError
 from difflab.core.precond import PARAMETERIZATIONS
@@ -111,7 +112,7 @@ def test_discrete_sigma_to_t_is_integer_on_the_table_and_interpolates_log_sigma(
 @pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
 @pytest.mark.parametrize("steps", [10, 50, 333])
 def test_respacing_matches_diffusers(spacing, steps):
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     sch = diffusers.DDIMScheduler(num_train_timesteps=1000, timestep_spacing=spacing)
     sch.set_timesteps(steps)
     np.testing.assert_array_equal(respaced_timesteps(1000, steps, spacing), sch.timesteps.numpy())

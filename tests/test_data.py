@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from requires import require_fashion_mnist
 
 from difflab.core.errors import UsageError
 from difflab.core.imageio import images_to_model, model_to_images
 from difflab.data.datasets import (
     DATASETS,
-    FASHION_MNIST_ROOT,
     Dataset,
     load_dataset,
     read_idx,
@@ -151,8 +151,7 @@ def test_idx_bad_files(tmp_path):
 
 
 def test_fashion_mnist():
-    if not Path(FASHION_MNIST_ROOT, "t10k-images-idx3-ubyte.gz").is_file():
-        pytest.skip("Debian package dataset-fashion-mnist not installed")
+    require_fashion_mnist()
     ds = load_dataset({"name": "fashion_mnist", "split": "test", "size": 32, "limit": 100})
     assert len(ds) == 100 and ds.shape == (1, 32, 32) and ds.num_classes == 10
     assert ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"

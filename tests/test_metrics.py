@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from requires import require_module
 from safetensors.torch import save_file
 
 from difflab.core.errors import UsageError
@@ -61,7 +62,7 @@ def test_fd_closed_form_commuting():
 
 
 def test_fd_matches_scipy_sqrtm():
-    linalg = pytest.importorskip("scipy.linalg")
+    linalg = require_module("scipy.linalg")
     rng = np.random.default_rng(1)
     for d in (3, 20):
         mu1, mu2 = rng.standard_normal(d), rng.standard_normal(d)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from requires import require_module
 
 import difflab.samplers.dpm as dpm
 from difflab.core.schedules import build_schedule, discretize
@@ -122,7 +123,7 @@ def test_final_step_to_zero_returns_the_denoised_estimate(name):
 def test_singlestep_groups_follow_diffusers(order):
     """Stage lists equal diffusers' get_order_list wherever diffusers keeps the option as given
     (it forces lower_order_final=True for grids ending in 0 or not divisible by the order)."""
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     for steps in range(1, 13):
         for final in ("zero", "sigma_min"):
             for lof in (False, True):
@@ -192,7 +193,7 @@ SHAPE = (2, 3, 4, 4)
 
 @pytest.mark.parametrize("order,steps", [(2, 10), (2, 25), (3, 25)])
 def test_parity_dpmsolver_multistep(order, steps, monkeypatch):
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     sched = diffusers.DPMSolverMultistepScheduler(solver_order=order, algorithm_type="dpmsolver++")
     sched.set_timesteps(steps)
     z, x, sigmas = vp_start(sched, SHAPE)
@@ -215,7 +216,7 @@ def diffusers_sde_d2_weight(h_hat):
 
 @pytest.mark.parametrize("order,steps", [(2, 10), (2, 20), (3, 25)])
 def test_parity_sde_dpmsolver_multistep(order, steps, monkeypatch):
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     sched = diffusers.DPMSolverMultistepScheduler(
         solver_order=order, algorithm_type="sde-dpmsolver++"
     )
@@ -242,7 +243,7 @@ def test_parity_sde_dpmsolver_multistep(order, steps, monkeypatch):
 
 @pytest.mark.parametrize("order,steps", [(2, 10), (2, 11), (3, 12), (3, 13), (3, 14)])
 def test_parity_dpmsolver_singlestep(order, steps):
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     sched = diffusers.DPMSolverSinglestepScheduler(solver_order=order)
     sched.set_timesteps(steps)
     z, x, sigmas = vp_start(sched, SHAPE)
@@ -253,7 +254,7 @@ def test_parity_dpmsolver_singlestep(order, steps):
 
 @pytest.mark.parametrize("ancestral", [False, True])
 def test_parity_kdpm2(ancestral, monkeypatch):
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     steps = 12
     cls = (
         diffusers.KDPM2AncestralDiscreteScheduler if ancestral else diffusers.KDPM2DiscreteScheduler

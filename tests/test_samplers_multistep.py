@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from requires import require_module
 
 from difflab.core.errors import UsageError
 from difflab.core.schedules import build_schedule, discretize
@@ -180,7 +181,7 @@ def start_noise():
 def test_lms_matches_diffusers(steps):
     """LMS runs in σ-space already: the model sees x/√(σ²+1) and diffusers' fractional timestep
     (linspace spacing; σ interpolated linearly in t), so the denoiser looks both up per σ."""
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     sched = diffusers.LMSDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
                                            beta_end=0.012)  # fmt: skip
     sched.set_timesteps(steps)
@@ -196,7 +197,7 @@ def test_plms_matches_diffusers_pndm(alpha_to_one):
     """PNDMScheduler(skip_prk_steps=True) with "leading" timesteps; its PNDM transfer (Liu et al.
     2022, Eq. 11) is the Euler step in σ-space. With set_alpha_to_one=False the last step ends at
     ᾱ_0, i.e. σ = √((1−ᾱ_0)/ᾱ_0) instead of 0."""
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     sched = diffusers.PNDMScheduler(skip_prk_steps=True, steps_offset=1,
                                     set_alpha_to_one=alpha_to_one)  # fmt: skip
     sched.set_timesteps(20)
@@ -216,7 +217,7 @@ def test_plms_matches_diffusers_pndm(alpha_to_one):
 def test_pndm_matches_diffusers_pndm_with_runge_kutta_warm_up(alpha_to_one):
     """PNDMScheduler(skip_prk_steps=False): 3 pseudo Runge–Kutta steps (12 evaluations, half steps
     at t − T/(2N)), then PLMS; difflab's `pndm` with those half-step σs gives the same sample."""
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     sched = diffusers.PNDMScheduler(skip_prk_steps=False, steps_offset=1,
                                     set_alpha_to_one=alpha_to_one)  # fmt: skip
     steps = 20
@@ -261,7 +262,7 @@ def test_unipc_matches_diffusers(variant, final, order, steps):
     timesteps, grid from its σ's. diffusers' bh1 is NaN when the grid ends in σ = 0 (its last
     step computes α_t·B(h)·0 with B(h) = −h = −∞), so bh1 is compared on final_sigmas_type
     "sigma_min"; difflab takes the h → ∞ limit x = D there, as bh2 does in diffusers."""
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     sched = diffusers.UniPCMultistepScheduler(solver_order=order, solver_type=variant,
                                               final_sigmas_type=final)  # fmt: skip
     out, ref = native_run(sched, "unipc", steps, order=order, variant=variant)
@@ -280,7 +281,7 @@ def test_unipc_bh1_is_finite_at_sigma_zero():
 def test_deis_matches_diffusers(order, steps):
     """DEISMultistepScheduler ("logrho"): its grid ends at σ(ᾱ_0), not 0, and it lowers the order
     of the last two steps only below 15 steps."""
-    diffusers = pytest.importorskip("diffusers")
+    diffusers = require_module("diffusers")
     sched = diffusers.DEISMultistepScheduler(solver_order=order)
     out, ref = native_run(sched, "deis", steps, order=order)
     assert rel_error(out, ref) < 1e-4
