@@ -60,7 +60,7 @@ def main() -> None:
     labels = p.argmax(1)
     result = {
         "demo_seconds": demo_seconds, "train_steps": info.get("step"), "n": args.n,
-        "train_seed": config["train"]["seed"],
+        "train_seed": pipe.config["train"]["seed"],
         "classes_present": int(len(np.unique(labels))),
         "confident_fraction": float((p.max(1) >= 0.9).mean()),
         "class_histogram": np.bincount(labels, minlength=10).tolist(),
