@@ -19,6 +19,9 @@ except ModuleNotFoundError:  # Python 3.10
 BUILTIN_DIR = Path(__file__).parent.parent / "configs"
 
 
+LR_DECAYS = ("none", "cosine")
+
+
 @dataclass
 class DataConfig:
     dataset: dict = field(default_factory=lambda: {"name": "digits"})
@@ -48,6 +51,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     betas: list = field(default_factory=lambda: [0.9, 0.999])
     warmup: int = 0  # linear learning-rate warm-up steps
+    lr_decay: str = "none"  # after warm-up: "none" (constant) or "cosine" (to 0 at train.steps)
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
     ema_decay: float = 0.999
     bf16: bool = False  # bf16 autocast for the network
@@ -114,6 +118,11 @@ class Config:
         if not _finite(self.train.ema_decay) or not 0 <= self.train.ema_decay < 1:
             raise UsageError(
                 f"config train.ema_decay must be in [0, 1), got {self.train.ema_decay!r}"
+            )
+        if self.train.lr_decay not in LR_DECAYS:
+            raise UsageError(
+                f"config train.lr_decay must be one of {', '.join(LR_DECAYS)}, got "
+                f"{self.train.lr_decay!r}"
             )
         if self.train.on_nonfinite not in ("stop", "skip"):
             raise UsageError(

@@ -172,11 +172,12 @@ def dynamic_threshold(denoised: Tensor, p: float = 0.995) -> Tensor:
 
 @dataclass
 class Context:
-    """What resolving a spec needs: the sample shape [C, H, W] or [D], device, --prompt."""
+    """What resolving a spec needs: the sample shape [C, H, W] or [D], device, and the request's
+    prompts (sample i asks for prompts[cond["prompt_index"][i]])."""
 
     shape: tuple[int, ...]
     device: torch.device = torch.device("cpu")
-    prompt: str | None = None
+    prompts: list[str] = field(default_factory=list)
     cache: dict[Any, Any] = field(default_factory=dict)  # loaded checkpoints by (kind, path)
 
 
@@ -286,25 +287,28 @@ def parse_guidance(specs: str | list[str] | None) -> list[dict[str, Any]]:
 
 
 def _coerce(name: str, option: str, value: Any, hint: Any) -> Any:
-    """Convert a CLI string to the factory's annotated type (bool, int, float or str)."""
+    """Convert a CLI string, or check a config value, to the factory's annotated type (bool,
+    int, float or str); anything else is a UsageError naming the term and option."""
     types = typing.get_args(hint) or (hint,)
-    if value is None or not isinstance(value, str):
-        return float(value) if float in types and isinstance(value, int) else value
+    kind = next((t for t in (bool, int, float, str) if t in types), str)
     try:
-        if bool in types:
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return value.lower() in ("true", "1", "yes")
-        if int in types:
-            return int(value)
-        if float in types:
+        if isinstance(value, str) and kind is not str:
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return kind(value)
+        if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+            return value
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
+        raise ValueError
     except ValueError:
-        kind = next(t.__name__ for t in types if t in (bool, int, float))
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
         raise UsageError(
-            f"guidance {name!r} option {option}={value!r} must be a {kind}; fix the value"
+            f"guidance {name!r} option {option}={value!r} must be {article} {kind.__name__}; "
+            "fix the value"
         ) from None
-    return value
 
 
 def resolve(spec: Mapping[str, Any], ctx: Context) -> tuple[str, Callable]:
@@ -337,21 +341,25 @@ def build_guidance(
     shape: tuple[int, ...],
     device: str | torch.device = "cpu",
     prompt: str | None = None,
+    prompts: list[str] = (),
 ) -> Guidance:
     """Resolve guidance specs (CLI strings or dicts) for samples of `shape`; fails before sampling.
 
     At most one bridge (plain or cfg, default plain); terms apply in the order given, so put
-    thresholds last. `prompt` is the text term's default prompt (the CLI's --prompt).
+    thresholds last. `prompts` are the request's prompts, which the text term follows per sample
+    (cond["prompt_index"]); `prompt` is one default prompt for every sample. Checkpoints and
+    references load outside inference mode, so gradient terms work in `torch.inference_mode`.
     """
     if isinstance(specs, str) or (specs and isinstance(specs[0], str)):
         specs = parse_guidance(specs)
     specs = [dict(s) for s in specs or []]
-    ctx = Context(tuple(shape), torch.device(device), prompt)
+    ctx = Context(tuple(shape), torch.device(device), list(prompts) or ([prompt] if prompt else []))
     bridges, terms = [], []
     for spec in specs:
         if "name" not in spec:
             raise UsageError(f"guidance spec {spec!r} has no 'name'; add name = \"...\"")
-        kind, built = resolve(spec, ctx)
+        with torch.inference_mode(False):  # loaded weights must not be inference tensors
+            kind, built = resolve(spec, ctx)
         (bridges if kind == "bridge" else terms).append((spec["name"], built))
     if len(bridges) > 1:
         raise UsageError(

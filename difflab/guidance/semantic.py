@@ -124,11 +124,13 @@ def style_score(encoder, ref: NoisedReference) -> Objective:
     return _feature_score(encoder, ref, relative_gram_distance)
 
 
-def text_score(encoder, text_embedding: Tensor) -> Objective:
-    """F = cos(E(x_σ, σ), E_text(prompt)) (Liu et al. 2023, language guidance); text_emb [1, D]."""
-    target = F.normalize(text_embedding.float(), dim=-1)  # [1, D]
+def text_score(encoder, text_embedding: Tensor, index: Tensor | None = None) -> Objective:
+    """F = cos(E(x_σ, σ), E_text(prompt)) (Liu et al. 2023, language guidance); text_embedding
+    [P, D] holds P prompts' embeddings, sample i aims at row index[i] (default: row 0)."""
 
-    def score(x: Tensor, sigma: Tensor) -> Tensor:
+    def score(x: Tensor, sigma: Tensor) -> Tensor:  # runs outside inference mode (gradient_term)
+        targets = F.normalize(text_embedding.float(), dim=-1)  # [P, D]
+        target = targets[:1] if index is None else targets[index.to(targets.device)]  # [1|B, D]
         return (encoder.embed(x, sigma) * target.to(x.device)).sum(-1)  # [B]
 
     return score
@@ -139,11 +141,12 @@ def semantic_guidance(fn, objective: Objective, *, scale: float = 1.0):
     return gradient_term(fn, objective, scale)
 
 
-def text_embedding(encoder, prompt: str) -> Tensor:
-    """The prompt's pooled embedding [1, D] from the text encoder the image encoder was trained with."""
+def text_embedding(encoder, prompts: str | list[str]) -> Tensor:
+    """Pooled prompt embeddings [P, D] from the text encoder the image encoder was trained with."""
     from difflab.conditioning.text_encoder import load_text_encoder
 
-    pooled = load_text_encoder(encoder.text_encoder).encode([prompt])["pooled"].float()  # [1, D]
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    pooled = load_text_encoder(encoder.text_encoder).encode(prompts)["pooled"].float()  # [P, D]
     if pooled.shape[-1] != encoder.dim:
         raise UsageError(
             f"text encoder {encoder.text_encoder!r} gives {pooled.shape[-1]}-d embeddings but the "
@@ -177,10 +180,16 @@ _image_term("style", style_score)
 @GUIDANCES.register("text", kind="term")
 def _text(ctx: Context, *, ckpt: str | None = None, prompt: str | None = None,
           scale: float = 1.0) -> Term:  # fmt: skip
-    """Semantic text guidance toward `prompt` (default: the --prompt of the run)."""
+    """Semantic text guidance toward `prompt`, or else toward each sample's own prompt."""
     finite("text", "scale", scale)
     require("text", "ckpt", ckpt, TRAIN_ENCODER)
-    prompt = require("text", "prompt", prompt or ctx.prompt, "or pass `prompts`")
+    prompts = [prompt] if prompt else ctx.prompts
+    require("text", "prompt", prompts or None, "or pass `prompts`")
     encoder = load_checkpoint(ctx, "encoder", ckpt)
-    objective = text_score(encoder, text_embedding(encoder, prompt).to(ctx.device))
-    return lambda fn, cond: semantic_guidance(fn, objective, scale=scale)
+    targets = text_embedding(encoder, prompts).to(ctx.device)  # [P, D]
+
+    def term(fn, cond):
+        index = cond.get("prompt_index") if not prompt else None  # [B] or None: one prompt
+        return semantic_guidance(fn, text_score(encoder, targets, index), scale=scale)
+
+    return term

@@ -57,7 +57,9 @@ def request(
     )  # fmt: skip
     if images:
         asked["images"] = cycle([str(p) for p in images], n)
-    chain = build_guidance(specs, shape=shape, device=device, prompt=(list(prompts) or [None])[0])
+    if prompts:  # sample i is guided toward prompts[i mod len]: its index rides along in cond
+        cond["prompt_index"] = torch.tensor(cycle(range(len(prompts)), n))  # [n]
+    chain = build_guidance(specs, shape=shape, device=device, prompts=list(prompts))
     return cond, chain, asked | ({"guidance": specs} if specs else {})
 
 

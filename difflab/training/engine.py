@@ -41,11 +41,20 @@ class _Forward(nn.Module):
         return self.objective.loss(batch, step)
 
 
-def warmup(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear learning-rate warm-up over `steps` optimizer steps (0: constant)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda k: min(1.0, (k + 1) / steps) if steps else 1.0
-    )
+def warmup(
+    opt: torch.optim.Optimizer, steps: int, total: int = 0, decay: str = "none"
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear learning-rate warm-up over `steps` optimizer steps (0: none), then constant or, with
+    decay="cosine", a half-cosine to 0 at step `total` (Loshchilov & Hutter 2017, Eq. 5)."""
+
+    def factor(k: int) -> float:
+        ramp = min(1.0, (k + 1) / steps) if steps else 1.0
+        if decay == "none" or k < steps:
+            return ramp
+        progress = min(1.0, (k - steps) / max(1, total - steps))
+        return ramp * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 class Engine:

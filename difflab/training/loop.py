@@ -84,7 +84,8 @@ def build_engine(cfg: Config, denoiser: Precond, world: dist.World) -> Engine:
     )
     return Engine(
         objective, opt, generator=torch.Generator().manual_seed(t.seed), world=world,
-        ema=EMA(denoiser, t.ema_decay), scheduler=warmup(opt, t.warmup), accumulate=t.accumulate,
+        ema=EMA(denoiser, t.ema_decay), scheduler=warmup(opt, t.warmup, t.steps, t.lr_decay),
+        accumulate=t.accumulate,
         grad_clip=t.grad_clip, bf16=t.bf16, on_nonfinite=t.on_nonfinite, advice=NONFINITE_ADVICE,
     )  # fmt: skip
 
