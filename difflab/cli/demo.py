@@ -1,4 +1,5 @@
-"""`difflab demo`: train the built-in digits model within a time budget, then draw PNGs."""
+"""`difflab demo`: train the built-in demo model (class-conditional digits) within a time budget,
+then draw PNGs."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def _claim(out: Path) -> None:
 
 
 def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False, seed: int = 0) -> dict:
-    """Train digits for the config's fixed steps (`seconds` is a guard), write the PNGs; return timings.
+    """Train the demo config's fixed steps (`seconds` is a guard), write the PNGs; return timings.
 
     The step count, not the machine's speed, sets the quality: it fits the default budget with
     room to spare on a machine well slower than 2 busy cores. Should the budget run out first,
@@ -40,7 +41,7 @@ def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False, seed: int =
     """
     _claim(out)
     start = time.perf_counter()
-    cfg = load_config("digits", [f"train.max_seconds={seconds}", f"train.seed={seed}"])
+    cfg = load_config("demo", [f"train.max_seconds={seconds}", f"train.seed={seed}"])
     ckpt = _train_within(cfg, out / "run", seconds, quiet)
     trained = time.perf_counter() - start
     pipe = load(ckpt)  # samples with the config's defaults (n, seed, sampler, steps, ...)
