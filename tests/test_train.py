@@ -116,3 +116,25 @@ def test_in_loop_fd_on_a_held_out_reference(tmp_path):
     with pytest.raises(UsageError, match="needs train.eval_ref"):
         train(_tiny_cfg("train.eval_every=2"), tmp_path / "other")
     assert not (tmp_path / "other").exists()
+
+
+def test_cosine_lr_decay_follows_warm_up_and_reaches_zero():
+    """lr_k = min(1, (k+1)/W) during warm-up, then ½(1 + cos(π·(k−W)/(T−W))) (SGDR, Eq. 5)."""
+    from difflab.training.engine import warmup
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched, lrs = warmup(opt, 10, 110, "cosine"), []
+    for _ in range(111):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:10] == pytest.approx([(k + 1) / 10 for k in range(10)])
+    assert (lrs[10], lrs[60], lrs[110]) == pytest.approx((1.0, 0.5, 0.0), abs=1e-12)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    constant = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    flat = warmup(constant, 0, 110, "none")
+    constant.step()
+    flat.step()
+    assert constant.param_groups[0]["lr"] == 1.0
+    with pytest.raises(UsageError, match="lr_decay must be one of none, cosine"):
+        _tiny_cfg("train.lr_decay='linear'")
