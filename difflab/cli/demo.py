@@ -77,7 +77,7 @@ def _train_within(cfg, out: Path, seconds: float, quiet: bool) -> Path:
     from difflab.evaluation.in_loop import train
 
     bar = tqdm(total=seconds, desc="train", disable=quiet, dynamic_ncols=True, leave=False,
-               bar_format="{desc}: {n:.0f}s of {total:.0f}s budget |{bar}| {postfix}")  # fmt: skip
+               bar_format="{desc}: {n:.0f}s of {total:.0f}s budget |{bar}|{postfix}")  # fmt: skip
     steps, last, start = cfg.train.steps, {"step": 0}, time.perf_counter()
 
     def on_step(record):
