@@ -42,6 +42,25 @@ def test_list_shows_samplers_with_order():
     assert r.returncode == 0 and "heun" in r.stdout and "order=2" in r.stdout
 
 
+def test_list_shows_every_registry():
+    """`difflab list` prints each registry's entries: the objectives, codecs and formats too."""
+    from difflab.codecs.base import CODECS
+    from difflab.storage.formats import FORMATS
+    from difflab.training.objectives import OBJECTIVES
+
+    r = difflab("list")
+    assert r.returncode == 0
+    sections = {}
+    for line in r.stdout.splitlines():
+        if not line.startswith(" "):
+            current = sections.setdefault(line.rstrip(":"), [])
+        else:
+            current.append(line.split()[0])
+    for kind, registry in {"objectives": OBJECTIVES, "codecs": CODECS, "formats": FORMATS}.items():
+        assert sections[kind] == registry.names()
+    assert "demo" in sections["configs"]
+
+
 BAD = [
     (["train", "nope.toml", "--out", "x"], "config 'nope.toml' not found"),
     (

@@ -84,7 +84,12 @@ def cmd_sample(args) -> int:
     return 0
 
 
+LISTS = ("samplers", "schedules", "params", "nets", "datasets", "discretizations", "densities",
+         "conditioners", "guidances", "objectives", "codecs", "formats", "configs")
+
+
 def cmd_list(args) -> int:
+    from difflab.codecs.base import CODECS
     from difflab.conditioning.base import CONDITIONERS
     from difflab.core.precond import PARAMETERIZATIONS
     from difflab.core.schedules import DISCRETIZATIONS, SCHEDULES
@@ -92,14 +97,17 @@ def cmd_list(args) -> int:
     from difflab.guidance.chain import GUIDANCES
     from difflab.nets.base import NETS
     from difflab.samplers.base import SAMPLERS
+    from difflab.storage.formats import FORMATS
     from difflab.training.densities import SIGMA_DENSITIES
+    from difflab.training.objectives import OBJECTIVES
 
     registries = {
         "samplers": SAMPLERS, "schedules": SCHEDULES, "params": PARAMETERIZATIONS, "nets": NETS,
         "datasets": DATASETS, "discretizations": DISCRETIZATIONS, "densities": SIGMA_DENSITIES,
-        "conditioners": CONDITIONERS, "guidances": GUIDANCES,
+        "conditioners": CONDITIONERS, "guidances": GUIDANCES, "objectives": OBJECTIVES,
+        "codecs": CODECS, "formats": FORMATS,
     }  # fmt: skip
-    what = [args.what] if args.what else [*registries, "configs"]
+    what = [args.what] if args.what else list(LISTS)
     for kind in what:
         print(f"{kind}:")
         if kind == "configs":
@@ -169,9 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_aux_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
-    ls.add_argument("what", nargs="?", choices=["samplers", "schedules", "params", "nets",
-                    "datasets", "discretizations", "densities", "conditioners",
-                    "guidances", "configs"])  # fmt: skip
+    ls.add_argument("what", nargs="?", choices=LISTS)
     ls.set_defaults(func=cmd_list)
     return p
 
