@@ -56,8 +56,10 @@ def test_list_shows_every_registry():
             current = sections.setdefault(line.rstrip(":"), [])
         else:
             current.append(line.split()[0])
+    native = {"objectives": {"denoising", "hybrid"}, "codecs": {"identity"}, "formats": {"difflab-1"}}
     for kind, registry in {"objectives": OBJECTIVES, "codecs": CODECS, "formats": FORMATS}.items():
-        assert sections[kind] == registry.names()
+        # this process may hold test-registered entries too (e.g. test_pipeline's toy codec)
+        assert native[kind] <= set(sections[kind]) <= set(registry.names())
     assert "demo" in sections["configs"]
 
 
