@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +30,29 @@ def discrete(schedule: Schedule, n: int, generator: torch.Generator) -> Tensor:
     return schedule.sigmas[t].float()  # [n]
 
 
-@SIGMA_DENSITIES.register("lognormal")
+@SIGMA_DENSITIES.register("lognormal", schedule_free=True)
 def lognormal(
     schedule: Schedule, n: int, generator: torch.Generator, *, p_mean: float = -1.2,
     p_std: float = 1.2,
 ) -> Tensor:  # fmt: skip
     """ln σ ~ N(P_mean, P_std²) (Karras et al. 2022, Table 1, training row)."""
     return (p_mean + p_std * torch.randn(n, generator=generator)).exp()  # [n]
+
+
+@SIGMA_DENSITIES.register("log_uniform", schedule_free=True)
+def log_uniform(
+    schedule: Schedule | None, n: int, generator: torch.Generator, *, sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+) -> Tensor:  # fmt: skip
+    """ln σ ~ U(ln σ_min, ln σ_max): every noise level equally often on a log scale (the noise-aware
+    classifier's σ at all noise levels, Dhariwal & Nichol 2021 §4)."""
+    if not 0 < sigma_min < sigma_max:
+        raise UsageError(
+            f"density needs 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}; fix them"
+        )
+    u = torch.rand(n, generator=generator, dtype=torch.float64)  # [n]
+    lo, hi = math.log(sigma_min), math.log(sigma_max)
+    return torch.exp(lo + u * (hi - lo)).float()  # [n]
 
 
 @SIGMA_DENSITIES.register("uniform_t")
@@ -108,20 +125,19 @@ NOISE_AWARE_DENSITY = {
 
 
 def sample_sigma(density: dict[str, Any], n: int, generator: torch.Generator) -> Tensor:
-    """σ [n]: log-uniform on [σ_min, σ_max] or EDM's log-normal (Karras et al. 2022, Table 1)."""
+    """σ [n] for a noise-aware net from a density that needs no diffusion schedule (registered
+    schedule_free: log_uniform, lognormal); options it does not take are ignored."""
     d = {**NOISE_AWARE_DENSITY, **density}
-    if d["name"] == "log_uniform":
-        lo, hi = d["sigma_min"], d["sigma_max"]
-        if not 0 < lo < hi:
-            raise UsageError(f"density needs 0 < sigma_min < sigma_max, got {lo}, {hi}; fix them")
-        u = torch.rand(n, generator=generator, dtype=torch.float64)  # [n]
-        return torch.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))).float()
-    if d["name"] == "lognormal":
-        return lognormal(None, n, generator, p_mean=d["p_mean"], p_std=d["p_std"])  # [n]
-    raise UsageError(
-        f"sigma density {d['name']!r} is unknown for noise-aware nets; "
-        "use density.name=log_uniform (sigma_min, sigma_max) or lognormal (p_mean, p_std)"
-    )
+    name = d.pop("name")
+    free = [k for k in SIGMA_DENSITIES.names() if SIGMA_DENSITIES.meta(k).get("schedule_free")]
+    if name not in free:
+        raise UsageError(
+            f"sigma density {name!r} is unknown for noise-aware nets; use density.name = one of "
+            f"{', '.join(free)}"
+        )
+    takes = inspect.signature(SIGMA_DENSITIES.get(name)).parameters
+    options = {k: v for k, v in d.items() if k in takes}
+    return SIGMA_DENSITIES.build({"name": name, **options}, None, n, generator)  # [n]
 
 
 def sigma_range(density: dict[str, Any]) -> list[float]:
