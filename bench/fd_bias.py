@@ -25,7 +25,7 @@ from difflab.core.config import parse_value
 from difflab.data.datasets import load_dataset
 from difflab.evaluation import metrics as M
 from difflab.evaluation.features import extract, load_feature_net
-from difflab.evaluation.plots import _pyplot
+from difflab.evaluation.plots import pyplot
 
 
 def main() -> None:
@@ -93,7 +93,7 @@ def main() -> None:
     (out / "table.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.errorbar([r["n"] for r in rows], [r["fd_mean"] for r in rows],
                 yerr=[r["fd_std"] for r in rows], marker="o", capsize=3, label="test subset vs train")  # fmt: skip

@@ -27,7 +27,7 @@ import torch
 from difflab.core.imageio import save_grid
 from difflab.evaluation.evaluate import evaluate, load_ref
 from difflab.evaluation.features import load_feature_net
-from difflab.evaluation.plots import _pyplot
+from difflab.evaluation.plots import pyplot
 from difflab.inference.pipeline import load
 
 
@@ -104,7 +104,7 @@ def main() -> None:
     lines += [f"| {r['guidance']} | {r['scale']:g} | {r['accuracy']:.3f} | {r['fd']:.3f} | "
               f"{r['n']} |" for r in rows]  # fmt: skip
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    plt = _pyplot()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5))
     for kind in dict.fromkeys(r["guidance"] for r in rows):
         pts = [r for r in rows if r["guidance"] == kind]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from difflab.evaluation.evaluate import evaluate, load_ref
 from difflab.evaluation.features import load_feature_net
-from difflab.evaluation.plots import _pyplot
+from difflab.evaluation.plots import pyplot
 from difflab.inference.pipeline import load
 from difflab.samplers.base import SAMPLERS
 
@@ -130,7 +130,7 @@ def main() -> None:
     if best10:
         print(f"best at 10 NFE: {best10['sampler']} FD {best10['fd']:.3f} = "
               f"{best10['fd'] / base_fd:.2f} x ddpm-1000 (target <= 1.1)")  # fmt: skip
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for i, name in enumerate(dict.fromkeys(r["sampler"] for r in rows[1:])):
         pts = sorted((r["nfe"], r["fd"]) for r in rows[1:] if r["sampler"] == name)

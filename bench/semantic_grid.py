@@ -25,7 +25,7 @@ from difflab.conditioning.captions import captions
 from difflab.core.imageio import save_images
 from difflab.data.datasets import load_dataset
 from difflab.evaluation.features import extract, load_feature_net
-from difflab.evaluation.plots import _pyplot
+from difflab.evaluation.plots import pyplot
 from difflab.inference.pipeline import load
 
 
@@ -36,7 +36,7 @@ def judged(judge, images: torch.Tensor) -> torch.Tensor:
 
 def draw(rows: list[tuple[str, np.ndarray, np.ndarray]], path: Path, cells: int) -> None:
     """One labelled row per (title, reference [C,H,W], samples [N,C,H,W]) as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), cells + 1,
                              figsize=(0.8 * (cells + 1) + 1.0, 0.85 * len(rows)))  # fmt: skip
     for r, (title, ref, samples) in enumerate(rows):

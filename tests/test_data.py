@@ -13,7 +13,7 @@ from PIL import Image
 from requires import require_fashion_mnist
 
 from difflab.core.errors import UsageError
-from difflab.core.imageio import images_to_model, model_to_images
+from difflab.core.imageio import pixels_to_uint8, uint8_to_pixels
 from difflab.data.datasets import (
     DATASETS,
     Dataset,
@@ -31,12 +31,12 @@ def test_registry_names():
 
 def test_images_round_trip_exact():
     x = torch.arange(256, dtype=torch.uint8).reshape(1, 1, 16, 16)  # [1, 1, 16, 16]
-    m = images_to_model(x)
+    m = uint8_to_pixels(x)
     assert m.dtype == torch.float32 and m.min() == -1 and m.max() == 1
-    assert torch.equal(model_to_images(m), x)
-    assert torch.equal(model_to_images(torch.tensor([-3.0, 3.0])), torch.tensor([0, 255]).byte())
+    assert torch.equal(pixels_to_uint8(m), x)
+    assert torch.equal(pixels_to_uint8(torch.tensor([-3.0, 3.0])), torch.tensor([0, 255]).byte())
     with pytest.raises(UsageError):
-        images_to_model(m)
+        uint8_to_pixels(m)
 
 
 # ---------------------------------------------------------------- digits

@@ -132,11 +132,11 @@ def cmd_eval(args) -> int:
 
 def plot_reports(reports: list[dict], out: Path, fd_name: str, by_step: bool) -> None:
     """FD vs training step (one line per step count) or FD vs sampling steps, as a PNG."""
-    from difflab.evaluation.plots import _pyplot
+    from difflab.evaluation.plots import pyplot
 
     if "fd" not in reports[0]:
         raise UsageError("--plot draws the Fréchet distance; include fd in --metrics")
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     key, group = ("step", "steps") if by_step else ("steps", "checkpoint")
     for value in dict.fromkeys(r.get(group) for r in reports):

@@ -13,7 +13,7 @@ from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.request_args import add_request_arguments
-from difflab.cli.training import _progress, run_training
+from difflab.cli.training import progress_bar, run_training
 from difflab.core.config import builtin_configs, load_config, parse_value, to_toml
 from difflab.core.errors import UsageError
 
@@ -57,7 +57,7 @@ def cmd_sample(args) -> int:
                   batch_size=args.batch_size, seed=args.seed)  # fmt: skip
     settings = pipe.settings(**chosen)
     n_batches = -(-args.n // settings.batch_size)
-    bar = _progress(n_batches * settings.steps, "sample", args.quiet)
+    bar = progress_bar(n_batches * settings.steps, "sample", args.quiet)
     start = time.perf_counter()
     result = pipe.sample(args.n, **chosen, **request_options(args),
                          callback=lambda info: bar.update(1))  # fmt: skip

@@ -12,7 +12,7 @@ def run_training(cfg, out: Path, resume: bool, quiet: bool) -> Path:
     """Train with a progress bar; notes (resume, skipped steps) are printed above it."""
     from difflab.evaluation.in_loop import train
 
-    bar = _progress(cfg.train.steps, "train", quiet)
+    bar = progress_bar(cfg.train.steps, "train", quiet)
 
     def on_step(record):
         if "note" in record:
@@ -29,5 +29,5 @@ def run_training(cfg, out: Path, resume: bool, quiet: bool) -> Path:
     return path
 
 
-def _progress(total: int, desc: str, quiet: bool):
+def progress_bar(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, disable=quiet, dynamic_ncols=True, leave=False)

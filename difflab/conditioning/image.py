@@ -94,7 +94,7 @@ class ImageConditioner(Conditioner):
 
 def read_images(paths: list[str], shape: tuple[int, ...], n: int) -> Tensor:
     """Image files cycled over n samples, in model space [n, C, h, w] (one size for all)."""
-    from difflab.core.imageio import images_to_model, load_image
+    from difflab.core.imageio import load_image, uint8_to_pixels
 
     loaded = []
     for p in paths:
@@ -106,4 +106,4 @@ def read_images(paths: list[str], shape: tuple[int, ...], n: int) -> Tensor:
     if len({tuple(im.shape) for im in loaded}) > 1:
         raise UsageError("the `images` files differ in size; pass images of one size")
     batch = torch.stack(cycle(loaded, n))  # [n, C, h, w]
-    return images_to_model(batch)
+    return uint8_to_pixels(batch)

@@ -27,10 +27,9 @@ def pixels_to_uint8(x: Tensor) -> Tensor:
 
 
 # The names from before codecs: model space was pixel space. Pixels are a codec's output now.
-images_to_model, model_to_images = uint8_to_pixels, pixels_to_uint8
 
 
-def _image_files(root: Path) -> list[Path]:
+def image_files(root: Path) -> list[Path]:
     from PIL import Image
 
     Image.init()

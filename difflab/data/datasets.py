@@ -1,7 +1,7 @@
 """Datasets: digits, IDX (MNIST format) files, Fashion-MNIST, image folders, 2-D toys; a loader.
 
 Images are stored uint8 [N, C, H, W] (0..255) and enter the model as float32 in [-1, 1]
-(`images_to_model`); 2-D toy points are stored float32 [N, 2], already in model space.
+(`uint8_to_pixels`); 2-D toy points are stored float32 [N, 2], already in model space.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from difflab.core.errors import UsageError
-from difflab.core.imageio import _image_files, images_to_model, load_image
+from difflab.core.imageio import image_files, load_image, uint8_to_pixels
 from difflab.core.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -48,7 +48,7 @@ class Dataset:
         if self.kind == "image" and (self.x.dtype != torch.uint8 or self.x.ndim != 4):
             raise UsageError(
                 f"image datasets hold uint8 [N, C, H, W], got {self.x.dtype} {tuple(self.x.shape)}; "
-                "convert with model_to_images"
+                "convert with pixels_to_uint8"
             )
         if self.kind == "points" and (not self.x.is_floating_point() or self.x.ndim != 2):
             raise UsageError(
@@ -82,7 +82,7 @@ class Dataset:
 
     def to_model(self, x: Tensor) -> Tensor:
         """A stored batch → model space (images to [-1, 1]; points unchanged)."""
-        return images_to_model(x) if self.kind == "image" else x.to(torch.float32)
+        return uint8_to_pixels(x) if self.kind == "image" else x.to(torch.float32)
 
 
 def load_dataset(spec: str | dict[str, Any]) -> Dataset:
@@ -99,7 +99,7 @@ def _check_choice(option: str, value: Any, choices: tuple) -> None:
         raise UsageError(f"{option}={value!r} is invalid; use one of: {valid}")
 
 
-def _check_positive(option: str, value: Any) -> None:
+def check_positive(option: str, value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise UsageError(f"{option}={value!r} is invalid; pass a positive integer")
 
@@ -109,7 +109,7 @@ def _resize(x: Tensor, size: int | None, mode: str) -> Tensor:
     _check_choice("resize", mode, RESIZE_MODES)
     if size is None:
         return x
-    _check_positive("size", size)
+    check_positive("size", size)
     h, w = x.shape[-2:]
     if (h, w) == (size, size):
         return x
@@ -231,7 +231,7 @@ def idx(
                 f"{len(class_names)} class names were given; pass one name per class"
             )
     if limit is not None:
-        _check_positive("limit", limit)
+        check_positive("limit", limit)
         x, y = x[:limit], (None if y is None else y[:limit])
     return Dataset(_resize(x, size, resize), y, class_names, "image")
 
@@ -279,11 +279,11 @@ def folder(*, path: str | None = None, channels: int = 3, size: int | None = Non
         raise UsageError("dataset 'folder' needs path=; pass the image folder's path")
     _check_choice("channels", channels, (1, 3))
     if size is not None:
-        _check_positive("size", size)
+        check_positive("size", size)
     root = Path(path)
     if not root.is_dir():
         raise UsageError(f"image folder {root} does not exist; check path=")
-    files = _image_files(root)
+    files = image_files(root)
     if not files:
         raise UsageError(f"image folder {root} holds no images; add PNG/JPEG files or fix path=")
     top = [f.relative_to(root).parts for f in files]
@@ -318,7 +318,7 @@ _SWISS_MEAN, _SWISS_STD = (2.0, 0.21), 6.85  # moments of the noiseless roll, t 
 @DATASETS.register("swiss_roll", kind="points")
 def swiss_roll(*, n: int = 10000, noise: float = 0.05, seed: int = 0) -> Dataset:
     """2-D swiss roll (x, y) = t·(cos t, sin t), centred and scaled to about unit std."""
-    _check_positive("n", n)
+    check_positive("n", n)
     g = torch.Generator().manual_seed(seed)
     t = 1.5 * math.pi * (1 + 2 * torch.rand(n, generator=g, dtype=torch.float64))  # [N]
     x = torch.stack([t * torch.cos(t), t * torch.sin(t)], dim=1)  # [N, 2]
@@ -332,8 +332,8 @@ def gaussian_mixture(
     *, n: int = 10000, modes: int = 8, radius: float = 2**0.5, std: float = 0.1, seed: int = 0
 ) -> Dataset:
     """Equal-weight isotropic Gaussians with means evenly spaced on a circle; label = component."""
-    _check_positive("n", n)
-    _check_positive("modes", modes)
+    check_positive("n", n)
+    check_positive("modes", modes)
     if std < 0:
         raise UsageError(f"std={std!r} is invalid; pass a non-negative float")
     angle = 2 * math.pi * torch.arange(modes, dtype=torch.float64) / modes  # [K]

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from difflab.core.errors import UsageError
-from difflab.data.datasets import Dataset, _check_positive
+from difflab.data.datasets import Dataset, check_positive
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -19,7 +19,7 @@ class InfiniteLoader:
     """Endless shuffled batches (x in model space, labels or None); resumable from state_dict."""
 
     def __init__(self, dataset: Dataset, batch_size: int, *, seed: int = 0, hflip: bool = False):
-        _check_positive("batch_size", batch_size)
+        check_positive("batch_size", batch_size)
         if len(dataset) == 0:
             raise UsageError("cannot iterate an empty dataset; check the dataset options")
         if hflip and dataset.kind != "image":

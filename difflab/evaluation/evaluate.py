@@ -150,7 +150,7 @@ def _check_inputs(images: Tensor, ref: dict[str, Any], feature_net: FeatureNet) 
         )
     if ref["kind"] == "image" and images.dtype != torch.uint8:
         raise UsageError(
-            f"images must be uint8 0..255, got {images.dtype}; convert with model_to_images"
+            f"images must be uint8 0..255, got {images.dtype}; convert with pixels_to_uint8"
         )
 
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from difflab.core.errors import UsageError
-from difflab.core.imageio import images_to_model
+from difflab.core.imageio import uint8_to_pixels
 from difflab.core.registry import Registry
 from difflab.data.datasets import Dataset, load_dataset
 from difflab.data.loader import InfiniteLoader
@@ -198,7 +198,7 @@ class InceptionV3(FeatureNet):
         if x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1] not in (1, 3):
             raise UsageError(
                 f"inception features need uint8 images [N, 1 or 3, H, W], got {x.dtype} "
-                f"{tuple(x.shape)}; convert with model_to_images"
+                f"{tuple(x.shape)}; convert with pixels_to_uint8"
             )
         x = x.float().div(255.0).expand(-1, 3, -1, -1)  # [N, 3, H, W] grey → RGB
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
@@ -337,7 +337,7 @@ class DomainNet(FeatureNet):
                 f"this domain feature net was trained on uint8 images {list(shape)}, got "
                 f"{x.dtype} {list(x.shape[1:])}; generate images of that size or retrain it"
             )
-        return self.features_model_space(images_to_model(x))
+        return self.features_model_space(uint8_to_pixels(x))
 
     def features_model_space(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """(features [N, feat_dim], logits [N, K]) of images already in [-1, 1]."""
@@ -367,7 +367,7 @@ def domain(*, path: str | None = None) -> DomainNet:
 def _accuracy(net: DomainNet, data: Dataset, batch_size: int = 256) -> float:
     correct = 0
     for i in range(0, len(data), batch_size):
-        logits = net.features_model_space(images_to_model(data.x[i : i + batch_size]))[1]
+        logits = net.features_model_space(uint8_to_pixels(data.x[i : i + batch_size]))[1]
         correct += int((logits.argmax(1) == data.labels[i : i + batch_size]).sum())
     return correct / len(data)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -24,7 +24,7 @@ def read_log(path: str | Path) -> list[dict]:
 
 def plot_loss(log_path: str | Path, out: str | Path) -> Path:
     """Training loss vs step (log scale) with a smoothed curve."""
-    plt = _pyplot()
+    plt = pyplot()
     records = [r for r in read_log(log_path) if "loss" in r]
     steps = np.array([r["step"] for r in records])
     loss = np.array([r["loss"] for r in records])
@@ -45,7 +45,7 @@ def plot_loss(log_path: str | Path, out: str | Path) -> Path:
 
 def plot_points(samples: np.ndarray, out: str | Path, reference: np.ndarray | None = None) -> Path:
     """Scatter of 2-D samples [N, 2] over the reference data."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
     if reference is not None:
         ax.scatter(*reference.T, s=2, color="0.7", label="data")
@@ -60,7 +60,7 @@ def plot_points(samples: np.ndarray, out: str | Path, reference: np.ndarray | No
 
 def plot_trajectory(images: np.ndarray, sigmas: list[float], out: str | Path) -> Path:
     """One row of uint8 images [K, C, H, W] (x̂0 at each step), each titled with its σ."""
-    plt = _pyplot()
+    plt = pyplot()
     k = len(images)
     fig, axes = plt.subplots(1, k, figsize=(0.9 * k, 1.3), dpi=120, squeeze=False)
     for ax, img, sigma in zip(axes[0], images, sigmas, strict=True):

@@ -33,7 +33,7 @@ TRAIN_ENCODER = "train one with `train_encoder(data, out)`"
 
 def load_reference(path: str | Path, shape: tuple[int, ...], *, resize: bool = False) -> Tensor:
     """A reference image file in model space [1, C, H, W] ([−1, 1]) for data of `shape` [C, H, W]."""
-    from difflab.core.imageio import images_to_model, load_image
+    from difflab.core.imageio import load_image, uint8_to_pixels
 
     path = Path(path)
     if len(shape) != 3:
@@ -55,7 +55,7 @@ def load_reference(path: str | Path, shape: tuple[int, ...], *, resize: bool = F
             f"reference image {path} is {image.shape[2]}×{image.shape[1]} but the model makes "
             f"{w}×{h}; resize it to {w}×{h} or pass resize=true"
         )
-    return images_to_model(image)[None]  # [1, C, H, W]
+    return uint8_to_pixels(image)[None]  # [1, C, H, W]
 
 
 class NoisedReference:
