@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
+from difflab.cli.training import run_training
 from difflab.core.config import load_config
 from difflab.core.errors import UsageError
 from difflab.core.imageio import save_grid
@@ -42,10 +42,14 @@ def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False, seed: int =
     _claim(out)
     start = time.perf_counter()
     cfg = load_config("demo", [f"train.max_seconds={seconds}", f"train.seed={seed}"])
-    ckpt = _train_within(cfg, out / "run", seconds, quiet)
+    ckpt = run_training(cfg, out / "run", resume=False, quiet=quiet, budget=seconds)
     trained = time.perf_counter() - start
     pipe = load(ckpt)  # samples with the config's defaults (n, seed, sampler, steps, ...)
     info = pipe.info
+    if info["step"] < cfg.train.steps:
+        print(f"note: the {seconds:.0f}s budget ran out after {info['step']} of "
+              f"{cfg.train.steps} steps; samples will be worse than usual (this machine is slow "
+              "or busy: raise --seconds)", file=sys.stderr)  # fmt: skip
     steps_x0, step_sigmas = [], []
 
     def keep_first(info):
@@ -70,34 +74,6 @@ def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False, seed: int =
         f"{out / 'trajectory.png'}, {out / 'loss.png'} (total {report['total_seconds']:.0f}s)"
     )
     return report
-
-
-def _train_within(cfg, out: Path, seconds: float, quiet: bool) -> Path:
-    """Train with a bar over the time budget (elapsed / budget), the steps done as its postfix."""
-    from difflab.evaluation.in_loop import train
-
-    bar = tqdm(total=seconds, desc="train", disable=quiet, dynamic_ncols=True, leave=False,
-               bar_format="{desc}: {n:.0f}s of {total:.0f}s budget |{bar}|{postfix}")  # fmt: skip
-    steps, last, start = cfg.train.steps, {"step": 0}, time.perf_counter()
-
-    def on_step(record):
-        if "note" in record:
-            tqdm.write(record["note"], file=sys.stderr)
-            return
-        last.update(record)
-        bar.n = min(time.perf_counter() - start, seconds)
-        bar.set_postfix_str(f"step {record['step']}/{steps}, loss {record['loss']:.4f}", refresh=False)
-        bar.update(0)
-
-    try:
-        path = train(cfg, out, callback=on_step)
-    finally:
-        bar.close()
-    if last["step"] < steps:
-        print(f"note: the {seconds:.0f}s budget ran out after {last['step']} of {steps} steps; "
-              "samples will be worse than usual (this machine is slow or busy: raise --seconds)",
-              file=sys.stderr)  # fmt: skip
-    return path
 
 
 __all__ = ["run_demo"]

@@ -3,30 +3,41 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from tqdm import tqdm
 
 
-def run_training(cfg, out: Path, resume: bool, quiet: bool) -> Path:
-    """Train with a progress bar; notes (resume, skipped steps) are printed above it."""
+def run_training(cfg, out: Path, resume: bool, quiet: bool, budget: float | None = None) -> Path:
+    """Train with a progress bar; notes (resume, skipped steps) are printed above it. With a time
+    `budget` (seconds) the bar counts elapsed time against it and shows the steps as a postfix."""
     from difflab.evaluation.in_loop import train
 
-    bar = progress_bar(cfg.train.steps, "train", quiet)
+    steps, start = cfg.train.steps, time.perf_counter()
+    if budget is None:
+        bar = progress_bar(steps, "train", quiet)
+    else:
+        bar = tqdm(total=budget, desc="train", disable=quiet, dynamic_ncols=True, leave=False,
+                   bar_format="{desc}: {n:.0f}s of {total:.0f}s budget |{bar}|{postfix}")  # fmt: skip
 
     def on_step(record):
         if "note" in record:
             tqdm.write(record["note"], file=sys.stderr)
             return
-        bar.n = record["step"]
-        bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+        if budget is None:
+            bar.n = record["step"]
+            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
+        else:
+            bar.n = min(time.perf_counter() - start, budget)
+            bar.set_postfix_str(f"step {record['step']}/{steps}, loss {record['loss']:.4f}",
+                                refresh=False)  # fmt: skip
         bar.update(0)
 
     try:
-        path = train(cfg, out, resume=resume, callback=on_step)
+        return train(cfg, out, resume=resume, callback=on_step)
     finally:
         bar.close()
-    return path
 
 
 def progress_bar(total: int, desc: str, quiet: bool):
