@@ -3,8 +3,9 @@
 # never pulls CUDA packages), then difflab with its test extras, behind a stamp file.
 PY ?= python3
 STAMP := .install.stamp
-# Data the tests and the built-in Fashion-MNIST configs read (/usr/share/datasets/fashion-mnist).
-DEB_PACKAGES := dataset-fashion-mnist
+# Data the tests and the built-in configs read: Fashion-MNIST (/usr/share/datasets/fashion-mnist)
+# and the Noto colour emoji font the `emoji` dataset renders.
+DEB_PACKAGES := dataset-fashion-mnist fonts-noto-color-emoji
 
 $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
