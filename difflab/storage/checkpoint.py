@@ -99,6 +99,7 @@ KIND_HINT = {
     "classifier": "a noise-aware classifier (from `difflab train-classifier`)",
     "encoder": "a noise-aware image encoder (from `difflab train-encoder`)",
     "feature_net": "a metrics feature net (from `difflab train-features`)",
+    "codec": "an autoencoder (codec) checkpoint (from `difflab train-autoencoder`)",
 }
 
 
