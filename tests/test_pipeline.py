@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from test_train import TINY_UNET
 
 import difflab
-from difflab.codecs import CODECS, build_codec
+from difflab.codecs import CODECS
 from difflab.core.config import load_config
 from difflab.core.errors import UsageError
 from difflab.core.imageio import pixels_to_uint8
@@ -21,6 +21,7 @@ from difflab.inference.generate import generate
 from difflab.inference.pipeline import Pipeline
 from difflab.inference.request import request
 from difflab.storage import checkpoint as ckpt
+from difflab.storage.codecs import build_codec
 from difflab.storage.formats import FORMATS, CheckpointFormat
 from difflab.storage.models import build_denoiser, load_denoiser
 from oracles import GaussianData, perfect_denoiser

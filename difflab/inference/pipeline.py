@@ -20,12 +20,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from difflab.codecs.base import Codec, build_codec
+from difflab.codecs.base import Codec
 from difflab.core.config import SampleConfig
 from difflab.core.errors import UsageError
 from difflab.core.imageio import pixels_to_uint8, uint8_to_pixels
 from difflab.inference.generate import generate
 from difflab.inference.request import request
+from difflab.storage.codecs import build_codec
 from difflab.storage.models import load_denoiser
 
 
@@ -232,7 +233,7 @@ class Pipeline:
         codec = self.config["model"].get("codec") or {"name": "identity"}
         return (
             f"Pipeline(image_shape={list(self.image_shape)}, shape={list(self.shape)}, "
-            f"codec={codec['name']!r}, cond={type(self.conditioner).__name__}, "
+            f"codec={codec.get('name', 'file')!r}, cond={type(self.conditioner).__name__}, "
             f"sampler={self.defaults['sampler']['name']!r}, steps={self.defaults['steps']})"
         )
 

@@ -12,10 +12,11 @@ from collections.abc import Sequence
 
 import torch
 
-from difflab.codecs.base import Codec, build_codec
+from difflab.codecs.base import Codec
 from difflab.conditioning.base import cycle, sampling_cond
 from difflab.conditioning.image import read_images
 from difflab.core.types import Cond
+from difflab.storage.codecs import build_codec
 
 
 def request(

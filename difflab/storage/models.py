@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from difflab.codecs.base import build_codec
 from difflab.conditioning.base import build_conditioner
 from difflab.core.config import Config, from_dict
 from difflab.core.errors import UsageError
@@ -12,6 +11,7 @@ from difflab.core.precond import Precond
 from difflab.core.schedules import build_schedule
 from difflab.nets.base import NETS
 from difflab.storage import checkpoint as ckpt
+from difflab.storage.codecs import build_codec
 from difflab.storage.formats import load_model
 
 

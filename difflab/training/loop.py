@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from difflab.codecs.base import build_codec
 from difflab.conditioning.base import resolve_cond
 from difflab.core.config import Config, to_toml
 from difflab.core.errors import UsageError
@@ -22,6 +21,7 @@ from difflab.data.datasets import Dataset, load_dataset
 from difflab.data.loader import InfiniteLoader
 from difflab.samplers.base import SAMPLERS
 from difflab.storage import checkpoint as ckpt
+from difflab.storage.codecs import build_codec, resolve_codec
 from difflab.storage.models import build_denoiser
 from difflab.training import dist as dist
 from difflab.training import resume as resume_state
@@ -104,6 +104,7 @@ def _train(
     torch.manual_seed(cfg.train.seed)
     dataset: Dataset = load_dataset(cfg.data.dataset)
     cfg.model.shape = list(dataset.shape)
+    cfg.model.codec = resolve_codec(cfg.model.codec, dataset.shape)  # a codec file: + sha256
     cfg.model.cond = resolve_cond(cfg.model.cond, dataset, cfg.data.dataset["name"])
     cfg_dict = cfg.to_dict()
     denoiser = build_denoiser(cfg.model).to(world.device).train()
