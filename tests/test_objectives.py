@@ -18,6 +18,7 @@ from difflab.core.schedules import build_schedule
 from difflab.data.datasets import load_dataset
 from difflab.data.loader import InfiniteLoader
 from difflab.storage import checkpoint as ckpt
+from difflab.storage.codecs import build_codec
 from difflab.training import resume
 from difflab.training.densities import sample_sigma
 from difflab.training.ema import EMA
@@ -64,6 +65,17 @@ def _captions():
     return {"pooled": pooled, "owner": torch.arange(10).repeat_interleave(2)}  # 2 captions/class
 
 
+def _kl_codec():
+    return build_codec({"name": "kl", "channels": 1, "factor": 2, "z_channels": 2,
+                        "net": {"ch": 8}})  # fmt: skip
+
+
+def _autoencoder_options():
+    """A frozen two-layer perceptual net and a PatchGAN from step 0 (with its own optimizer)."""
+    layers = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, stride=2, padding=1))
+    return {"perceptual": layers, "kl_weight": 1e-3, "disc": {"start": 0, "width": 8, "layers": 1}}
+
+
 # name → list of (case id, builder of a freshly initialised (model, options)); seeded inside.
 CASES = {
     "denoising": [
@@ -81,6 +93,7 @@ CASES = {
     "classification": [
         ("shifted", lambda: (nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), {"augment": True}))
     ],
+    "autoencoder": [("kl-perceptual-gan", lambda: (_kl_codec(), _autoencoder_options()))],
 }
 PARAMS = [pytest.param(name, i, id=f"{name}-{cid}")
           for name, cases in CASES.items() for i, (cid, _) in enumerate(cases)]  # fmt: skip

@@ -47,7 +47,8 @@ class RNGState:
 
 
 class OptimizerState:
-    """An optimizer as a part: slot tensors as "<param index>.<slot>", param_groups as JSON."""
+    """An optimizer as a part: slot tensors (copies, so a later step cannot change a taken state)
+    as "<param index>.<slot>", param_groups as JSON."""
 
     def __init__(self, opt: torch.optim.Optimizer):
         self.opt = opt
@@ -56,7 +57,7 @@ class OptimizerState:
         state = self.opt.state_dict()
         flat: dict[str, Any] = {"param_groups": state["param_groups"]}
         for idx, slots in state["state"].items():
-            flat.update({f"{idx}.{k}": torch.as_tensor(v) for k, v in slots.items()})
+            flat.update({f"{idx}.{k}": torch.as_tensor(v).clone() for k, v in slots.items()})
         return flat
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
