@@ -131,7 +131,7 @@ def _train(
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.toml").write_text(to_toml(cfg_dict))
-        _truncate_log(out / "log.jsonl", step)
+        truncate_log(out / "log.jsonl", step)
 
     log = open(out / "log.jsonl", "a") if world.main else None
     losses, t_log, start = [], time.perf_counter(), time.perf_counter()
@@ -207,7 +207,7 @@ def _agree(world: dist.World, flag: bool) -> bool:
     return bool(t.item())
 
 
-def _truncate_log(path: Path, step: int) -> None:
+def truncate_log(path: Path, step: int) -> None:
     """Drop log records past `step` (steps a resumed run is about to redo)."""
     if path.exists():
         keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]

@@ -19,7 +19,11 @@ from torch import Tensor
 
 from difflab.core.errors import UsageError
 from difflab.storage import checkpoint as ckpt
-from difflab.training.objectives.base import Objective, Stateful
+from difflab.training.objectives.base import (
+    Objective,
+    OptimizerState,  # noqa: F401  (its home before)
+    Stateful,
+)
 
 FORMAT = 2  # 1: before the objective registry (no "format", "sched", param_groups at top level)
 
@@ -44,29 +48,6 @@ class RNGState:
         np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
         version, internal, gauss = state["python"]
         random.setstate((version, tuple(internal), gauss))
-
-
-class OptimizerState:
-    """An optimizer as a part: slot tensors (copies, so a later step cannot change a taken state)
-    as "<param index>.<slot>", param_groups as JSON."""
-
-    def __init__(self, opt: torch.optim.Optimizer):
-        self.opt = opt
-
-    def state_dict(self) -> dict[str, Any]:
-        state = self.opt.state_dict()
-        flat: dict[str, Any] = {"param_groups": state["param_groups"]}
-        for idx, slots in state["state"].items():
-            flat.update({f"{idx}.{k}": torch.as_tensor(v).clone() for k, v in slots.items()})
-        return flat
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        slots: dict[int, dict] = {}
-        for key, value in state.items():
-            if key != "param_groups":
-                idx, name = key.split(".", 1)
-                slots.setdefault(int(idx), {})[name] = value
-        self.opt.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
 
 
 def flatten(parts: dict[str, Stateful], objective: Objective) -> tuple[dict[str, Tensor], dict]:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from difflab.core.errors import UsageError
 from difflab.nets.patchgan import PatchDiscriminator
-from difflab.training.resume import OptimizerState
+from difflab.training.objectives.base import OptimizerState
 
 
 def hinge_d_loss(real: Tensor, fake: Tensor) -> Tensor:

@@ -27,6 +27,29 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class OptimizerState:
+    """An optimizer as a part: slot tensors (copies, so a later step cannot change a taken state)
+    as "<param index>.<slot>", param_groups as JSON."""
+
+    def __init__(self, opt: torch.optim.Optimizer):
+        self.opt = opt
+
+    def state_dict(self) -> dict[str, Any]:
+        state = self.opt.state_dict()
+        flat: dict[str, Any] = {"param_groups": state["param_groups"]}
+        for idx, slots in state["state"].items():
+            flat.update({f"{idx}.{k}": torch.as_tensor(v).clone() for k, v in slots.items()})
+        return flat
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        slots: dict[int, dict] = {}
+        for key, value in state.items():
+            if key != "param_groups":
+                idx, name = key.split(".", 1)
+                slots.setdefault(int(idx), {})[name] = value
+        self.opt.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
+
+
 @dataclass
 class Batch:
     """One micro-batch as the loader gives it (all ranks' items), the training generator every
