@@ -32,6 +32,7 @@ COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",
     "train_encoder": "difflab train-encoder DATA --out FILE",
     "train_feature_net": "difflab train-features DATA --out FILE",
+    "train_autoencoder": "difflab train-autoencoder DATA --out DIR",
 }
 
 _PARAM = re.compile(r"`([A-Za-z_]\w*)(?:=([^`]*))?`")  # `name` or `name=value`

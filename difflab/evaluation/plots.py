@@ -22,7 +22,7 @@ def read_log(path: str | Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
-def plot_loss(log_path: str | Path, out: str | Path) -> Path:
+def plot_loss(log_path: str | Path, out: str | Path, ylabel: str = "denoising loss") -> Path:
     """Training loss vs step (log scale) with a smoothed curve."""
     plt = pyplot()
     records = [r for r in read_log(log_path) if "loss" in r]
@@ -34,7 +34,7 @@ def plot_loss(log_path: str | Path, out: str | Path) -> Path:
         k = max(2, len(loss) // 20)
         smooth = np.convolve(loss, np.ones(k) / k, mode="valid")
         ax.plot(steps[k - 1 :], smooth, color="tab:blue", lw=2, label=f"mean of {k}")
-    ax.set(xlabel="step", ylabel="denoising loss", yscale="log", title="training loss")
+    ax.set(xlabel="step", ylabel=ylabel, yscale="log", title="training loss")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

@@ -138,6 +138,13 @@ def _save(out: Path, step: int, config: dict, parts: dict, objective, model, sha
     save_codec(path, model, config["codec"], shape, {"step": step, "calibrated": False})
 
 
+def _without_steps(config: dict | None) -> dict | None:
+    """The config a resumed run must match (it may train for more `steps`)."""
+    if not isinstance(config, dict):
+        return config
+    return {**config, "train": {k: v for k, v in config["train"].items() if k != "steps"}}
+
+
 def _resume(out: Path, config: dict, parts: dict, objective, callback) -> int:
     """Restore the newest checkpoint whose state loads; its step (0: none)."""
     for path in reversed(ckpt.list_checkpoints(out)):
@@ -146,7 +153,7 @@ def _resume(out: Path, config: dict, parts: dict, objective, callback) -> int:
         except UsageError as err:
             callback({"note": f"skipped {path.name}: {err}"})
             continue
-        if meta.get("config") != config:
+        if _without_steps(meta.get("config")) != _without_steps(config):
             raise UsageError(
                 f"`resume`: the options differ from those of {path}; resume with the run's own "
                 f"options ({out / 'config.json'}) or start a new `out`"
