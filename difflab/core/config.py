@@ -136,6 +136,8 @@ class Config:
         for section in ("dataset", "net", "schedule", "codec", "sigma_density", "sampler",
                         "discretization"):
             spec = _spec_field(self, section)
+            if section == "codec" and isinstance(spec, dict) and isinstance(spec.get("ckpt"), str):
+                continue  # a codec file: {ckpt = "ae.safetensors"} (difflab.storage.codecs)
             if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
                 raise UsageError(
                     f"config {section} must be a table with a name, e.g. {{name = ...}}"
