@@ -1,8 +1,8 @@
 """Interpolation: slerp between seeded noises or inverted states, or lerp in the codec's latent.
 
-    row = interpolate_noise(pipe, seeds=(0, 1), frames=8)            # uint8 [8, C, H, W]
-    row = interpolate_inverted(pipe, images[:2], frames=8)           # through DDIM inversion
-    row = interpolate_latent(pipe, images[:2], frames=8)             # E(a)…E(b), no diffusion
+row = interpolate_noise(pipe, seeds=(0, 1), frames=8)            # uint8 [8, C, H, W]
+row = interpolate_inverted(pipe, images[:2], frames=8)           # through DDIM inversion
+row = interpolate_latent(pipe, images[:2], frames=8)             # E(a)…E(b), no diffusion
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
     if theta.abs() < 1e-6:
         out = (1 - t) * a.double() + t * b.double()
     else:
-        out = (torch.sin((1 - t) * theta) * a.double() + torch.sin(t * theta) * b.double())
+        out = torch.sin((1 - t) * theta) * a.double() + torch.sin(t * theta) * b.double()
         out = out / torch.sin(theta)
     return out.to(a.dtype)
 

@@ -36,7 +36,9 @@ class Inversion:
     x: Tensor
     sigmas: Tensor
     request: dict  # classes, prompts, sampler, steps, discretization, guidance, seed
-    nulls: list[Cond] | None = None  # nulls[i]: slot → [n, ...] for the step σ_{k+1} → σ_k, i = 0 first
+    nulls: list[Cond] | None = (
+        None  # nulls[i]: slot → [n, ...] for the step σ_{k+1} → σ_k, i = 0 first
+    )
     trajectory: list[Tensor] = field(default_factory=list)  # states at sigmas[0..] [n, *shape]
 
 
@@ -56,7 +58,9 @@ def _request(options: dict) -> dict:
 
 
 @torch.inference_mode()
-def invert(pipe: Pipeline, images: Tensor, *, keep_trajectory: bool = False, **options) -> Inversion:
+def invert(
+    pipe: Pipeline, images: Tensor, *, keep_trajectory: bool = False, **options
+) -> Inversion:
     """DDIM inversion (Song et al. 2021a, §4.3; Dhariwal & Nichol 2021, App. F): the probability-
     flow ODE integrated upward from x = E(image) at the grid's smallest σ to σ_max.
 
@@ -98,7 +102,7 @@ def reconstruct_x(pipe: Pipeline, inv: Inversion, **options) -> Tensor:
     history only)."""
     request = {**inv.request, **options}
     run, sigmas = inversion_run(pipe, len(inv.x), request)
-    if not torch.allclose(sigmas.cpu(), inv.sigmas):
+    if sigmas.shape != inv.sigmas.shape or not torch.allclose(sigmas.cpu(), inv.sigmas):
         raise UsageError(
             "the reconstruction grid differs from the inversion's; pass the same `steps` and "
             "`discretization` as to `invert`"
