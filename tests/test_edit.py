@@ -113,7 +113,9 @@ def official_schedule(t_T: int, jump_length: int, jump_n_sample: int) -> list[in
 def test_repaint_path_is_the_papers_jump_schedule(steps, jump, resample):
     path = repaint_path(steps, jump, resample)
     assert path == [steps - 1 - t for t in official_schedule(steps, jump, resample)]
-    assert path[0] == 0 and path[-1] == steps and all(abs(b - a) == 1 for a, b in zip(path, path[1:]))
+    assert (
+        path[0] == 0 and path[-1] == steps and all(abs(b - a) == 1 for a, b in zip(path, path[1:]))
+    )
     jumps = len(range(0, steps - jump, jump))
     assert repaint_steps(steps, jump, resample) == steps + (resample - 1) * jump * jumps
     runs = monotone_runs(path)

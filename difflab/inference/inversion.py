@@ -133,3 +133,26 @@ def require_single_step(name: str) -> None:
 def with_inversion(inv: Inversion, **changes) -> Inversion:
     """A copy of `inv` with fields replaced (e.g. x for interpolated states)."""
     return replace(inv, **changes)
+
+
+def save_inversion(path, inv: Inversion) -> None:
+    """Write an Inversion as safetensors (x, sigmas, per-step nulls) + its request, atomically."""
+    from difflab.storage.checkpoint import save_tensors
+
+    tensors = {"x": inv.x, "sigmas": inv.sigmas}
+    for i, null in enumerate(inv.nulls or []):
+        tensors.update({f"null.{i}.{k}": v for k, v in null.items()})
+    meta = {"kind": "inversion", "request": inv.request, "steps": len(inv.nulls or [])}
+    save_tensors(path, tensors, meta)
+
+
+def load_inversion(path) -> Inversion:
+    """An Inversion written by `save_inversion`; any other file is a UsageError."""
+    from difflab.storage.checkpoint import load_tensors
+
+    tensors, meta = load_tensors(path)
+    if meta.get("kind") != "inversion":
+        raise UsageError(f"{path} is not an inversion; make one with `invert` and `save_inversion`")
+    nulls = [{k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"null.{i}.")}
+             for i in range(meta["steps"])]  # fmt: skip
+    return Inversion(tensors["x"], tensors["sigmas"], meta["request"], nulls or None)
