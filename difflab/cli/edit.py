@@ -180,8 +180,6 @@ def cmd_interpolate(args) -> int:
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
     """Register `difflab edit {sdedit,repaint,invert,reconstruct,interpolate}`."""
-    from difflab.inference.masks import MASK_KINDS
-
     edit = sub.add_parser("edit", parents=[common], help="edit images with a trained model")
     what = edit.add_subparsers(dest="edit", required=True)
     s = what.add_parser("sdedit", parents=[common], help="SDEdit: noise to a strength, denoise")
@@ -191,7 +189,7 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     r = what.add_parser("repaint", parents=[common], help="RePaint inpainting of a mask")
     _common(r)
     r.add_argument("--mask", default="centre",
-                   help=f"PNG (white = keep, black = fill) or one of {', '.join(MASK_KINDS)}")  # fmt: skip
+                   help="PNG (white = keep, black = fill) or a generated mask: centre, box, half, strokes")  # fmt: skip
     r.add_argument("--jump-length", type=int, default=10, help="time-travel jump length")
     r.add_argument("--resample", type=int, default=10, help="resamplings per jump (1 = none)")
     r.set_defaults(func=cmd_repaint)
