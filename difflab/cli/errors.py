@@ -27,6 +27,13 @@ FLAGS = {  # library parameter → CLI flag
     "discretization": "--discretization",
     "features": "--features",
     "weights": "--weights",
+    "strength": "--strength",
+    "mask": "--mask",
+    "jump_length": "--jump-length",
+    "resample": "--resample",
+    "frames": "--frames",
+    "scale": "--scale",
+    "inner_steps": "--inner-steps",
 }
 COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",

@@ -9,6 +9,7 @@ Cond = dict[str, Tensor]
 
 
 NET_SLOTS = ("vector", "tokens", "tokens_mask", "channels")
+NULL_PREFIX = "null."  # cond["null.vector"] overrides the null of slot "vector" (null-text)
 
 
 def net_cond(cond: Cond | None) -> Cond:
@@ -17,10 +18,14 @@ def net_cond(cond: Cond | None) -> Cond:
 
 
 def null_cond(cond: Cond) -> Cond:
-    """The unconditional counterpart of `cond`: every net slot zeroed, every token masked out."""
+    """The unconditional counterpart of `cond`: every net slot zeroed, every token masked out,
+    unless cond carries its own null for a slot as cond["null.<slot>"] (an optimised null
+    embedding, Mokady et al. 2023)."""
     out = dict(cond)
     for k in NET_SLOTS:
-        if k in cond:
+        if NULL_PREFIX + k in cond:
+            out[k] = cond[NULL_PREFIX + k]
+        elif k in cond:
             out[k] = torch.zeros_like(cond[k])  # tokens_mask: all False
     return out
 

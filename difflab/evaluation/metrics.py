@@ -229,3 +229,9 @@ def classifier_accuracy(probs: ArrayLike, labels: ArrayLike) -> float:
     if len(y) == 0:
         raise UsageError("classifier_accuracy got no samples; pass at least one")
     return float((p.argmax(axis=1) == y).mean())
+
+
+def psnr(a: Tensor, b: Tensor) -> float:
+    """Peak signal-to-noise ratio 10·log10(255² / MSE) of two uint8 image batches, in dB."""
+    mse = (a.double() - b.double()).pow(2).mean().item()
+    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
