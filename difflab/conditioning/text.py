@@ -24,7 +24,7 @@ class TextConditioner(Conditioner):
     vector added to the noise embedding (GLIDE, Nichol et al. 2022 §2.3; Imagen §2.1)."""
 
     kind = "text"
-    takes = ("classes", "prompts")
+    takes = ("classes", "prompts", "negative_prompts")
     summary = "is conditioned on text"
 
     def __init__(self, *, encoder: str = "minilm", p_uncond: float = 0.1, dim: int = 0,
@@ -110,6 +110,10 @@ class TextConditioner(Conditioner):
         prompts = cycle(list(request.prompts), request.n) if request.prompts else None
         asked["prompts"] = prompts or self.class_prompts(labels)
         cond = self.encode_prompts(asked["prompts"])
+        if request.negative_prompts:  # CFG's null condition: the negative prompt's encoding
+            asked["negative_prompts"] = cycle(list(request.negative_prompts), request.n)
+            negative = self.encode_prompts(asked["negative_prompts"])
+            cond |= {f"null_{k}": v for k, v in negative.items()}
         if "classes" in asked:
             cond["labels"] = labels
         return cond, asked

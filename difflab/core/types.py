@@ -17,11 +17,13 @@ def net_cond(cond: Cond | None) -> Cond:
 
 
 def null_cond(cond: Cond) -> Cond:
-    """The unconditional counterpart of `cond`: every net slot zeroed, every token masked out."""
+    """The unconditional counterpart of `cond`: every net slot zeroed, every token masked out,
+    except slots whose null value `cond` carries as "null_<slot>" (a negative prompt's encoding,
+    the null condition of Stable Diffusion's CFG)."""
     out = dict(cond)
     for k in NET_SLOTS:
         if k in cond:
-            out[k] = torch.zeros_like(cond[k])  # tokens_mask: all False
+            out[k] = cond.get(f"null_{k}", torch.zeros_like(cond[k]))  # tokens_mask: all False
     return out
 
 
