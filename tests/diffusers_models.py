@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import torch
-
-from tests.requires import require_module
+from requires import require_module
 
 LATENT = 8  # U-Net sample size (latent side); images are 2× with the 2-level VAE
 MAX_LENGTH = 12  # tokenizer model_max_length

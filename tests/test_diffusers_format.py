@@ -9,11 +9,11 @@ import socket
 
 import pytest
 import torch
+from diffusers_models import sd_pipeline, set_scheduler, unet2d_folder
+from requires import require_module
 
 import difflab
 from difflab.core.errors import UsageError
-from tests.diffusers_models import sd_pipeline, set_scheduler, unet2d_folder
-from tests.requires import require_module
 
 SD_BETAS = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 SCHEDULERS = {  # difflab sampler → the diffusers scheduler it reproduces
@@ -174,3 +174,39 @@ def test_pickled_weights_need_opt_in(tmp_path):
     torch.save({"w": torch.zeros(1), "f": print}, folder / "diffusion_pytorch_model.bin")
     with pytest.raises(UsageError, match="objects other than tensors"):
         difflab.load(folder, allow_pickle=True)
+
+
+def test_export_schedule_loads_back_in_diffusers(tmp_path):
+    import subprocess
+    import sys
+
+    from test_pipeline import _config, _save
+
+    from difflab.core.schedules import build_schedule, respaced_timesteps
+    from difflab.storage import checkpoint as ckpt
+    from difflab.storage.diffusers.scheduler import translate_scheduler
+
+    diffusers = require_module("diffusers")
+    cfg = _config("model.schedule={name='scaled_linear'}", "model.parameterization='v'",
+                  "sample.sampler={name='ddim'}",
+                  "sample.discretization={name='uniform',spacing='trailing'}")  # fmt: skip
+    path = _save(ckpt.model_path(tmp_path / "run", 1), cfg)
+    r = subprocess.run([sys.executable, "-m", "difflab", "export", str(path), "--format",
+                        "diffusers", "--out", str(tmp_path / "out")], capture_output=True,
+                       text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "not exported: unet" in r.stdout
+    sched = diffusers.DDIMScheduler.from_pretrained(str(tmp_path / "out" / "scheduler"))
+    assert sched.config.prediction_type == "v_prediction"
+    ours = build_schedule({"name": "scaled_linear"})
+    torch.testing.assert_close(sched.alphas_cumprod.double(), ours.alphas_cumprod,
+                               rtol=2e-6, atol=1e-7)  # diffusers' cumprod is float32
+    sched.set_timesteps(20)
+    assert sched.timesteps.tolist() == respaced_timesteps(1000, 20, "trailing").tolist()
+    schedule, parameterization, _, _ = translate_scheduler(dict(sched.config))
+    assert (schedule["name"], parameterization) == ("scaled_linear", "v")
+    edm = _save(ckpt.model_path(tmp_path / "edm", 1), _config())
+    from difflab.storage.diffusers.export import export_diffusers
+
+    with pytest.raises(UsageError, match="schedule 'edm' has no diffusers scheduler config"):
+        export_diffusers(edm, tmp_path / "out2")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
+from difflab.cli.export import add_commands as add_export_commands
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.request_args import add_request_arguments
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(sub, common)
     add_nll_commands(sub, common)
     add_aux_commands(sub, common)
+    add_export_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=LISTS)
