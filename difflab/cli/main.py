@@ -47,7 +47,7 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory for the samples")
-    pipe = load(args.ckpt)
+    pipe = load(args.ckpt, allow_pickle=args.allow_pickle)
     sampler = {"name": args.sampler} if args.sampler else {}  # no name: the config's sampler
     if args.eta is not None:
         sampler["eta"] = args.eta
