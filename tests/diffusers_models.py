@@ -40,11 +40,7 @@ def sd_pipeline(root: Path, scheduler_config: dict, seed: int = 0) -> Path:
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
         attention_head_dim=8, norm_num_groups=8,
     )  # fmt: skip
-    vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, norm_num_groups=8, sample_size=2 * LATENT, scaling_factor=0.18215,
-    )  # fmt: skip
+    vae = tiny_vae()
     write_tokenizer(root / "tokenizer")
     tokenizer = transformers.CLIPTokenizer.from_pretrained(str(root / "tokenizer"))
     text = transformers.CLIPTextModel(transformers.CLIPTextConfig(
@@ -58,6 +54,22 @@ def sd_pipeline(root: Path, scheduler_config: dict, seed: int = 0) -> Path:
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )  # fmt: skip
     pipe.save_pretrained(str(root), safe_serialization=True)
+    return root
+
+
+def tiny_vae():
+    """An AutoencoderKL with 2 levels (factor 2), 4 latent channels and SD's scaling factor."""
+    diffusers = require_module("diffusers")
+    return diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=8, sample_size=2 * LATENT, scaling_factor=0.18215,
+    )  # fmt: skip
+
+
+def vae_folder(root: Path) -> Path:
+    """A tiny AutoencoderKL saved as a model folder."""
+    tiny_vae().save_pretrained(str(root), safe_serialization=True)
     return root
 
 

@@ -1,6 +1,6 @@
 """Conditioners: labels, prompts and images → the network's condition slots."""
 
-from difflab.conditioning import diffusers_text, image, labels, text  # noqa: F401  (register the conditioners)
+from difflab.conditioning import image, labels, text  # noqa: F401  (register the conditioners)
 from difflab.conditioning.base import (
     CONDITIONERS,
     Conditioner,

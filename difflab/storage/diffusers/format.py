@@ -104,8 +104,8 @@ class DiffusersFolder(CheckpointFormat):
             codec = {"name": "diffusers_vae", "path": meta["vae"],
                      "allow_pickle": meta["allow_pickle"]}  # fmt: skip
             text = read_json(Path(meta["text_encoder"]), "config.json", "CLIP text encoder")
-            cond = {"name": "diffusers_clip", "path": meta["root"], "dim": text["hidden_size"],
-                    "allow_pickle": meta["allow_pickle"]}  # fmt: skip
+            cond = {"name": "text", "encoder": f"sd:{meta['root']}", "dim": text["hidden_size"],
+                    "null_prompt": "", "p_uncond": 0.0, "allow_pickle": meta["allow_pickle"]}  # fmt: skip
             sample["guidance"] = ["cfg:scale=7.5", *sample["guidance"]]  # the SD pipeline's
         elif unet.get("num_class_embeds"):
             cond = {"name": "class", "num_classes": int(unet["num_class_embeds"]), "p_uncond": 0.0}
