@@ -22,6 +22,7 @@ SPECS = {  # one small spec per registered conditioner (a new one must add its o
 VALUES = {  # a value of each request input, cycled over the samples
     "classes": (2, 0),
     "prompts": ("a handwritten two", "the digit zero"),
+    "negative_prompts": ("blurry", "a seven"),
     "images": torch.linspace(-1, 1, 5 * 16).reshape(5, 1, 4, 4),
 }
 GUIDES = {name: need.guidance for name, need in INPUTS.items()}

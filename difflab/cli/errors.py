@@ -13,6 +13,8 @@ FLAGS = {  # library parameter → CLI flag
     "images": "--image",
     "classes": "--class",
     "prompts": "--prompt",
+    "negative_prompts": "--negative-prompt",
+    "allow_pickle": "--allow-pickle",
     "guidance": "--guidance",
     "out": "--out",
     "resume": "--resume",

@@ -66,7 +66,7 @@ def _sampled_images(path: Path, args, steps: int | None):
     from difflab.cli.request_args import request_options
     from difflab.inference.pipeline import load
 
-    pipe = load(path)
+    pipe = load(path, allow_pickle=args.allow_pickle)
     result = pipe.sample(
         args.n, seed=args.seed, batch_size=args.batch_size, sampler=args.sampler, steps=steps,
         discretization=args.discretization, **request_options(args),

@@ -12,6 +12,7 @@ from difflab.cli.autoencoder import add_commands as add_autoencoder_commands
 from difflab.cli.edit import add_commands as add_edit_commands
 from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
+from difflab.cli.export import add_commands as add_export_commands
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.request_args import add_request_arguments
@@ -48,7 +49,7 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory for the samples")
-    pipe = load(args.ckpt)
+    pipe = load(args.ckpt, allow_pickle=args.allow_pickle)
     sampler = {"name": args.sampler} if args.sampler else {}  # no name: the config's sampler
     if args.eta is not None:
         sampler["eta"] = args.eta
@@ -179,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_aux_commands(sub, common)
     add_autoencoder_commands(sub, common)
     add_edit_commands(sub, common)
+    add_export_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=LISTS)

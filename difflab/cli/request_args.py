@@ -26,9 +26,15 @@ def add_request_arguments(parser, *, what: str) -> None:
     parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                         help="text prompt for a text-conditional model or text guidance "
                              "(repeatable; cycled)")  # fmt: skip
+    parser.add_argument("--negative-prompt", action="append", default=[], metavar="TEXT",
+                        help="negative prompt: CFG's null condition for a text model "
+                             "(repeatable; cycled)")  # fmt: skip
     parser.add_argument("--image", action="append", default=[], metavar="FILE",
                         help="conditioning image for an image-conditional model, full size or "
                              "low resolution (repeatable; cycled)")  # fmt: skip
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="read a diffusers folder's pickled .bin weights "
+                             "(torch.load weights_only=True)")  # fmt: skip
     parser.add_argument("--guidance", action="append", default=[], metavar="SPEC",
                         help="e.g. cfg:scale=3, classifier:ckpt=c.safetensors,scale=2, "
                              "style:ckpt=e.safetensors,ref=img.png,scale=5; join with '+' "
@@ -38,4 +44,5 @@ def add_request_arguments(parser, *, what: str) -> None:
 def request_options(args) -> dict:
     """The `Pipeline.sample` arguments that `add_request_arguments` parsed into `args`."""
     return {"classes": parse_classes(args.classes), "prompts": args.prompt,
-            "images": args.image, "guidance": args.guidance}  # fmt: skip
+            "negative_prompts": args.negative_prompt, "images": args.image,
+            "guidance": args.guidance}  # fmt: skip

@@ -66,6 +66,7 @@ INPUTS = {
     ),
     "prompts": Input("has no text conditioning", "text", "text", "ENCODER.safetensors"),
     "images": Input("takes no image condition", "image"),
+    "negative_prompts": Input("takes no negative prompt", "text"),
 }
 
 
@@ -79,6 +80,7 @@ class ConditionRequest:
     images: Tensor | None = None  # [n, C, h, w] model space (full size or 1/factor size)
     guided_by: Sequence[str] = ()  # names of the guidance terms
     image_shape: tuple[int, ...] = ()  # the samples' shape [C, H, W]
+    negative_prompts: Sequence[str] = ()  # CFG's null condition per sample (cycled)
 
     def given(self) -> list[str]:
         """The inputs the user gave, in INPUTS order."""
@@ -172,10 +174,11 @@ def sampling_cond(
     guided_by: Sequence[str] = (),
     images: Tensor | None = None,
     shape: tuple[int, ...] = (),
+    negative_prompts: list[str] = (),
 ) -> tuple[Cond, dict[str, list]]:
     """`condition` of a ConditionRequest made of these arguments (the inference entry point)."""
     request = ConditionRequest(n, tuple(classes), tuple(prompts), images, tuple(guided_by),
-                               tuple(shape))  # fmt: skip
+                               tuple(shape), tuple(negative_prompts))  # fmt: skip
     return condition(conditioner, request)
 
 

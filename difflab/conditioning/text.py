@@ -15,7 +15,7 @@ from difflab.conditioning.base import (
     require_labels,
 )
 from difflab.core.errors import UsageError
-from difflab.core.types import Cond
+from difflab.core.types import NULL_PREFIX, Cond
 
 
 @CONDITIONERS.register("text")
@@ -24,13 +24,17 @@ class TextConditioner(Conditioner):
     vector added to the noise embedding (GLIDE, Nichol et al. 2022 §2.3; Imagen §2.1)."""
 
     kind = "text"
-    takes = ("classes", "prompts")
+    takes = ("classes", "prompts", "negative_prompts")
     summary = "is conditioned on text"
 
     def __init__(self, *, encoder: str = "minilm", p_uncond: float = 0.1, dim: int = 0,
-                 dataset: str = "default", class_names: list | None = None):  # fmt: skip
+                 dataset: str = "default", class_names: list | None = None,
+                 null_prompt: str | None = None, allow_pickle: bool = False):  # fmt: skip
+        """`null_prompt`: CFG's null condition is this prompt's encoding (Stable Diffusion: "")
+        instead of zeros; `allow_pickle`: the encoder folder's pickled weights may be read."""
         super().__init__(p_uncond)
         self.encoder_name, self.dim = encoder, int(dim)
+        self.null_prompt, self.allow_pickle = null_prompt, bool(allow_pickle)
         self.dataset, self.class_names = dataset, list(class_names or [])
         self._caption_cache: Cond | None = None
 
@@ -49,7 +53,7 @@ class TextConditioner(Conditioner):
     def encoder(self):
         from difflab.conditioning.text_encoder import load_text_encoder
 
-        return load_text_encoder(self.encoder_name)
+        return load_text_encoder(self.encoder_name, self.allow_pickle)
 
     def net_options(self) -> dict[str, int]:
         dim = self.dim or self.encoder.dim
@@ -102,6 +106,8 @@ class TextConditioner(Conditioner):
         """The request's prompts cycled; without prompts, each class's first caption (classes
         cycled, or every class in turn). Classes always ride along as "labels"."""
         asked: dict[str, list] = {}
+        if not request.prompts and self.null_prompt is not None and not self.class_names:
+            raise UsageError("this model is conditioned on text; pass `prompts`")
         if not request.prompts and not self.class_names:
             self.captions()  # the "needs the training data's class names" UsageError
         if request.classes or not request.prompts:
@@ -110,6 +116,14 @@ class TextConditioner(Conditioner):
         prompts = cycle(list(request.prompts), request.n) if request.prompts else None
         asked["prompts"] = prompts or self.class_prompts(labels)
         cond = self.encode_prompts(asked["prompts"])
+        negative = list(request.negative_prompts) or (
+            [] if self.null_prompt is None else [self.null_prompt]
+        )
+        if negative:  # CFG's null condition: the negative prompt's encoding
+            negative = cycle(negative, request.n)
+            cond |= {NULL_PREFIX + k: v for k, v in self.encode_prompts(negative).items()}
+        if request.negative_prompts:
+            asked["negative_prompts"] = negative
         if "classes" in asked:
             cond["labels"] = labels
         return cond, asked

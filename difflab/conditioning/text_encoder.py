@@ -19,7 +19,7 @@ from torch import Tensor
 
 from difflab.core.errors import UsageError
 
-KINDS = ("minilm", "clip:DIR", "t5:DIR")
+KINDS = ("minilm", "clip:DIR", "t5:DIR", "sd:DIR")
 
 
 class TextEncoder:
@@ -76,11 +76,16 @@ def minilm_path() -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def load_text_encoder(name: str = "minilm") -> TextEncoder:
-    """The frozen text encoder called `name` ("minilm", "clip:DIR" or "t5:DIR"), cached."""
+def load_text_encoder(name: str = "minilm", allow_pickle: bool = False) -> TextEncoder:
+    """The frozen text encoder called `name` ("minilm", "clip:DIR", "t5:DIR" or "sd:DIR", a
+    Stable-Diffusion pipeline folder), cached; `allow_pickle` for sd:DIR's pickled weights."""
     if name == "minilm":
         return TextEncoder(name, minilm_path(), "minilm")
     kind, _, path = name.partition(":")
+    if kind == "sd" and path:
+        from difflab.conditioning.diffusers_text import SDClipEncoder
+
+        return SDClipEncoder(path, allow_pickle)
     if kind not in ("clip", "t5") or not path:
         raise UsageError(f"unknown text encoder {name!r}; choose one of: {', '.join(KINDS)}")
     if not (Path(path) / "config.json").is_file():

@@ -97,6 +97,23 @@ class DiscreteVP(Schedule):
         return f"{self.name}: T={self.num_timesteps}, " + super().describe().split(": ")[1]
 
 
+TERMINAL_ALPHA_BAR = 2.0**-24  # ᾱ_T after zero-SNR rescaling: diffusers' finite stand-in for 0
+
+
+def zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
+    """Rescale √ᾱ so that ᾱ_T = 0 and ᾱ_1 is kept (Lin et al. 2024, Algorithm 1); ᾱ_T is then
+    set to 2⁻²⁴ (as diffusers' Euler schedulers) so that σ_T = √((1−ᾱ)/ᾱ) ≈ 4096 stays finite."""
+    root = np.sqrt(np.cumprod(1.0 - betas))
+    first, last = root[0], root[-1]
+    alpha_bar = ((root - last) * first / (first - last)) ** 2
+    alpha_bar[-1] = TERMINAL_ALPHA_BAR
+    return 1.0 - alpha_bar / np.concatenate([[1.0], alpha_bar[:-1]])
+
+
+def _vp(betas: np.ndarray, name: str, zero_snr: bool) -> DiscreteVP:
+    return DiscreteVP(zero_terminal_snr(betas) if zero_snr else betas, name)
+
+
 def _check_T(T: int) -> int:
     if not isinstance(T, int) or T < 2:
         raise UsageError(f"schedule T must be an integer >= 2, got {T!r}")
@@ -104,29 +121,32 @@ def _check_T(T: int) -> int:
 
 
 @SCHEDULES.register("linear")
-def linear(*, T: int = 1000, beta_start: float | None = None, beta_end: float | None = None):
-    """Linear β from 1e-4 to 0.02, rescaled by 1000/T (Ho et al. 2020 §4; Nichol & Dhariwal 2021)."""
+def linear(*, T: int = 1000, beta_start: float | None = None, beta_end: float | None = None,
+           zero_snr: bool = False):  # fmt: skip
+    """Linear β from 1e-4 to 0.02, rescaled by 1000/T (Ho et al. 2020 §4; Nichol & Dhariwal 2021);
+    `zero_snr` rescales to zero terminal SNR (Lin et al. 2024)."""
     T = _check_T(T)
     scale = 1000 / T
     start = beta_start if beta_start is not None else 1e-4 * scale
     end = beta_end if beta_end is not None else 0.02 * scale
-    return DiscreteVP(np.linspace(start, end, T), "linear")
+    return _vp(np.linspace(start, end, T), "linear", zero_snr)
 
 
 @SCHEDULES.register("cosine")
-def cosine(*, T: int = 1000, s: float = 0.008, max_beta: float = 0.999):
+def cosine(*, T: int = 1000, s: float = 0.008, max_beta: float = 0.999, zero_snr: bool = False):
     """ᾱ(t) = f(t)/f(0), f(t) = cos²((t/T + s)/(1 + s)·π/2), β clipped (Nichol & Dhariwal 2021, Eq. 17)."""
     T = _check_T(T)
     f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * math.pi / 2) ** 2
     betas = np.minimum(1 - f[1:] / f[:-1], max_beta)
-    return DiscreteVP(betas, "cosine")
+    return _vp(betas, "cosine", zero_snr)
 
 
 @SCHEDULES.register("scaled_linear")
-def scaled_linear(*, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012):
+def scaled_linear(*, T: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
+                  zero_snr: bool = False):  # fmt: skip
     """β linear in √β (latent diffusion / Stable Diffusion schedule, Rombach et al. 2022)."""
     T = _check_T(T)
-    return DiscreteVP(np.linspace(beta_start**0.5, beta_end**0.5, T) ** 2, "scaled_linear")
+    return _vp(np.linspace(beta_start**0.5, beta_end**0.5, T) ** 2, "scaled_linear", zero_snr)
 
 
 class VE(Schedule):

@@ -135,6 +135,7 @@ class Pipeline:
         seed: int | None = None,
         classes: Sequence[int] = (),
         prompts: Sequence[str] = (),
+        negative_prompts: Sequence[str] = (),
         images: Sequence[str | Path] = (),
         sampler: str | dict | None = None,
         steps: int | None = None,
@@ -157,6 +158,7 @@ class Pipeline:
         cond, chain, asked = request(
             self.denoiser, self.config, n, guidance=s.guidance, classes=classes,
             prompts=prompts, images=[str(p) for p in images], device=device, codec=self.codec,
+            negative_prompts=negative_prompts,
         )  # fmt: skip
         batches = generate(
             self.denoiser, self.shape, n=n, seed=s.seed, batch_size=s.batch_size,
@@ -198,6 +200,7 @@ class Pipeline:
         seed: int | None = None,
         classes: Sequence[int] = (),
         prompts: Sequence[str] = (),
+        negative_prompts: Sequence[str] = (),
         images: Sequence[str | Path] = (),
         sampler: str | dict | None = None,
         steps: int | None = None,
@@ -216,14 +219,16 @@ class Pipeline:
         discretization, batch_size); `guidance` specs ("cfg:scale=3", {"name": ...}) come before
         the config's default guidance. `sampler` / `discretization` is a name, a dict with a
         name, or a dict of options for the default (e.g. {"eta": 0.5}). `classes`, `prompts` and
-        `images` (files) condition the samples, cycled over n. `start` [n, *shape] is the
+        `images` (files) condition the samples, cycled over n; `negative_prompts` replace the
+        null condition of CFG (text models). `start` [n, *shape] is the
         model-space state at σ = sigmas[0] (editing, e.g. SDEdit: encode(images) + σ₀·noise);
         `sigmas` an explicit grid (samplers.base: it may end above 0); `step_hook(x, i,
         sigma_next)` may return a replacement for x after step i; `callback(info)` sees every
         step. Sample i depends on seed + i only.
         """
         samples = self.sample(
-            n, seed=seed, classes=classes, prompts=prompts, images=images, sampler=sampler,
+            n, seed=seed, classes=classes, prompts=prompts, negative_prompts=negative_prompts,
+            images=images, sampler=sampler,
             steps=steps, discretization=discretization, guidance=guidance, callback=callback,
             batch_size=batch_size, device=device, start=start, sigmas=sigmas, step_hook=step_hook,
         )  # fmt: skip
@@ -238,8 +243,11 @@ class Pipeline:
         )
 
 
-def load(path: str | Path, *, device: str | torch.device | None = None) -> Pipeline:
-    """The Pipeline of a model checkpoint (any registered format) or of a run dir's newest one."""
-    denoiser, config, info = load_denoiser(path)
+def load(path: str | Path, *, device: str | torch.device | None = None,
+         allow_pickle: bool = False) -> Pipeline:  # fmt: skip
+    """The Pipeline of a model checkpoint (any registered format: a difflab file, a diffusers
+    model or pipeline folder) or of a run dir's newest one; `allow_pickle=True` lets a foreign
+    folder's pickled weights be read with torch.load(weights_only=True)."""
+    denoiser, config, info = load_denoiser(path, allow_pickle=allow_pickle)
     pipe = Pipeline(denoiser, config, info=info)
     return pipe if device is None else pipe.to(device)

@@ -30,6 +30,7 @@ def request(
     images: Sequence[str] = (),
     device: str | torch.device = "cpu",
     codec: Codec | None = None,
+    negative_prompts: Sequence[str] = (),
 ) -> tuple[Cond, object, dict]:
     """(cond for n samples, guidance chain for `generate`, what each sample asked for).
 
@@ -55,6 +56,7 @@ def request(
     cond, asked = sampling_cond(
         getattr(denoiser, "conditioner", None), n, classes=list(classes), prompts=list(prompts),
         guided_by=[s["name"] for s in specs], images=x_images, shape=shape,
+        negative_prompts=list(negative_prompts),
     )  # fmt: skip
     if images:
         asked["images"] = cycle([str(p) for p in images], n)

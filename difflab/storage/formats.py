@@ -23,6 +23,8 @@ FORMATS = Registry("checkpoint format")
 class CheckpointFormat:
     """One model-checkpoint format: `detect`, `read`, `key_map` and `translate` (subclass these)."""
 
+    allow_pickle = False  # set by `load_model`: a foreign format may read pickled weights
+
     def detect(self, path: Path) -> bool:
         """True when `path` (a file, or a folder for folder formats) is in this format."""
         raise NotImplementedError
@@ -92,10 +94,15 @@ def find_format(path: Path) -> CheckpointFormat:
     )
 
 
-def load_model(path: str | Path) -> tuple[dict[str, Tensor], dict, dict]:
+def load_model(
+    path: str | Path, *, allow_pickle: bool = False
+) -> tuple[dict[str, Tensor], dict, dict]:
     """(state_dict, config, info) of a model file in any registered format, or of a run dir's
-    newest checkpoint (a folder that a folder format detects is that format's)."""
+    newest checkpoint (a folder that a folder format detects is that format's); `allow_pickle`
+    lets a foreign format read pickled weights, through torch.load(weights_only=True)."""
     path = Path(path)
     if path.is_dir() and ckpt.checkpoint_dir(path).is_dir():
         path = ckpt.resolve_model_path(path)
-    return find_format(path).load(path)
+    fmt = find_format(path)
+    fmt.allow_pickle = bool(allow_pickle)
+    return fmt.load(path)

@@ -44,10 +44,10 @@ def build_denoiser(model: dict | object) -> Precond:
     return denoiser
 
 
-def load_denoiser(path: str | Path) -> tuple[Precond, dict, dict]:
+def load_denoiser(path: str | Path, *, allow_pickle: bool = False) -> tuple[Precond, dict, dict]:
     """(EMA denoiser in eval mode, config dict, info) from a model checkpoint (any registered
-    format) or a run dir."""
-    state, config, info = load_model(path)
+    format) or a run dir; `allow_pickle`: see `load_model`."""
+    state, config, info = load_model(path, allow_pickle=allow_pickle)
     denoiser = build_denoiser(config["model"])
     fix = "it was edited or made by another difflab version"
     ckpt.load_weights(denoiser, state, path, fix)
