@@ -5,20 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from test_train import TINY_UNET
 
 from difflab.core.config import load_config
 from difflab.storage import checkpoint as ckpt
 from difflab.storage.models import build_denoiser
 
-TEXT_NET = ("model.net={name='unet', model_channels=16, channel_mult=[1, 2], num_res_blocks=1,"
-            " attention_resolutions=[4], num_heads=2}")  # fmt: skip
+NET = ("model.net={{name='unet', model_channels=16, channel_mult=[1, 2], num_res_blocks=1, "
+       "attention_resolutions=[{res}], num_heads={heads}}}")  # fmt: skip
 
 
 def save_run(run: Path, cond: str | None = None, size: int = 8, *extra: str) -> Path:
     """A run dir with one checkpoint of a tiny U-Net on [1, size, size] images whose weights are
     perturbed from their initialisation (so every layer, zero-initialised ones too, is live)."""
-    over = [TEXT_NET if cond == "text" else TINY_UNET, "sample.steps=3", *extra]
+    over = [NET.format(res=size // 2, heads=2 if cond == "text" else 1), "sample.steps=3", *extra]
     if cond == "class":
         over.append("model.cond={name='class', num_classes=10}")
     if cond == "text":

@@ -13,6 +13,7 @@ from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.request_args import add_request_arguments
+from difflab.cli.serve import add_commands as add_serve_commands
 from difflab.cli.training import progress_bar, run_training
 from difflab.core.config import builtin_configs, load_config, parse_value, to_toml
 from difflab.core.errors import UsageError
@@ -213,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(sub, common)
     add_nll_commands(sub, common)
     add_aux_commands(sub, common)
+    add_serve_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=LISTS)

@@ -42,6 +42,17 @@ def image_files(root: Path) -> list[Path]:
     )
 
 
+def fit_image(im: Image.Image, size: int, resample=Image.Resampling.BICUBIC) -> Image.Image:
+    """Resize the shorter side of `im` to `size` and centre-crop it to size × size."""
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), resample)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
 def load_image(path: Path, channels: int, size: int | None) -> Tensor:
     """Read one image as uint8 [C, H, W]; resize the shorter side to size and centre-crop."""
     from PIL import Image
@@ -52,13 +63,7 @@ def load_image(path: Path, channels: int, size: int | None) -> Tensor:
     except (OSError, SyntaxError, ValueError) as e:
         raise UsageError(f"cannot read image {path} ({e}); remove or replace the file") from None
     if size is not None:
-        w, h = im.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
+        im = fit_image(im, size)
     arr = np.asarray(im, dtype=np.uint8).reshape(im.size[1], im.size[0], channels)  # [H, W, C]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # [C, H, W]
 
