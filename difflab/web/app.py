@@ -42,7 +42,8 @@ def build_app(session: Session) -> gr.Blocks:
                                     image_mode="L", height=140)  # fmt: skip
                     strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="strength (SDEdit)")
                 with gr.Row():
-                    sampler = gr.Dropdown(cap["samplers"], value=cap["sampler"], label="sampler")
+                    sampler = gr.Dropdown(cap["samplers"], value=cap["sampler"], label="sampler",
+                                          allow_custom_value=True)  # checked by the callback
                     options = gr.Textbox(label="sampler options (key=value, ...)", value=", ".join(
                         f"{k}={v}" for k, v in cap["sampler_options"].items()))  # fmt: skip
                 with gr.Row():
@@ -64,7 +65,8 @@ def build_app(session: Session) -> gr.Blocks:
                 progress = gr.HTML(label="progress")
                 preview = gr.Image(label="x̂0 preview", elem_id="preview", height=280,
                                    interactive=False)  # fmt: skip
-                gallery = gr.Gallery(label="gallery (PNGs carry their settings)", columns=4,
+                gallery = gr.Gallery(session.recent, label="gallery (PNGs carry their settings)",
+                                     columns=4,
                                      height=300, elem_classes="pixels", format="png")  # fmt: skip
                 status = gr.Markdown()
         form = [model, sampler, options, steps, discretization, guidance, seed, n, classes,

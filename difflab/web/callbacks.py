@@ -72,6 +72,11 @@ class Session:
         self.out = Path(out)
         self.running: dict[str, jobs.Job] = {}
 
+    def recent(self, limit: int = 24) -> list[str]:
+        """The newest result PNGs (the gallery when a page opens), newest run first."""
+        runs = sorted((p for p in self.out.glob("[0-9]" * 5) if p.is_dir()), reverse=True)
+        return [str(f) for run in runs for f in sorted(run.glob("*.png"))][:limit]
+
     # -------------------------------------------------------------- model choice
     def model_inputs(self, label: str) -> tuple:
         """Updates of the inputs that depend on the model (visibility, choices, defaults)."""

@@ -49,7 +49,7 @@ def find_models(root: str | Path, depth: int = 2) -> dict[str, Path]:
             f"{root} holds no model (no run dir with checkpoints/, no model file a registered "
             "format reads); give a run dir, a model file or a folder of them"
         )
-    return found
+    return dict(sorted(found.items()))
 
 
 class Models:
