@@ -37,7 +37,9 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def session(root, tmp_path_factory):
-    return Session(root, tmp_path_factory.mktemp("out"))
+    session = Session(root, tmp_path_factory.mktemp("out"))
+    session.preview_seconds = 0.0  # a preview at every step the form asks for
+    return session
 
 
 def form(**over):

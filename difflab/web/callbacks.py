@@ -10,6 +10,7 @@ import html
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -71,6 +72,7 @@ class Session:
         self.models = Models(root)
         self.out = Path(out)
         self.running: dict[str, jobs.Job] = {}
+        self.preview_seconds = 0.25  # at most ~4 previews a second (the last step always)
 
     def recent(self, limit: int = 24) -> list[str]:
         """The newest result PNGs (the gallery when a page opens), newest run first."""
@@ -120,7 +122,8 @@ class Session:
         job = jobs.Job(n=int(n), seed=int(seed), sampler={"name": sampler, **parse_options(options)},
                        steps=int(steps), discretization=discretization, guidance=guidance or "",
                        given=given, image=image, mask=mask, strength=float(strength),
-                       preview_every=max(1, int(preview_every)))  # fmt: skip
+                       preview_every=max(1, int(preview_every)),
+                       preview_seconds=self.preview_seconds)  # fmt: skip
         return path, pipe, job
 
     def generate(self, *form, request: gr.Request | None = None):
@@ -142,15 +145,20 @@ class Session:
                 events.put(("error", err))
 
         threading.Thread(target=work, daemon=True).start()
-        done, total, last = 0, 0, None
+        done, total, last, sent = 0, 0, None, -float("inf")
         try:
             while True:
                 kind, *rest = events.get()
                 if kind == "step":
                     done, total, image = rest
-                    if image is not None:
-                        last = image
-                        yield image, progress_html(done, total), gr.skip()
+                    while not events.empty() and events.queue[0][0] == "step":  # catch up
+                        done, total, newer = events.get()[1:]
+                        image = newer if newer is not None else image
+                    last = image if image is not None else last
+                    if image is None and time.perf_counter() - sent < self.preview_seconds:
+                        continue  # progress alone: at the previews' pace (each yield costs)
+                    sent = time.perf_counter()
+                    yield (gr.skip() if image is None else image), progress_html(done, total), gr.skip()
                 elif kind == "done":
                     yield last, progress_html(total, total, "done"), [str(p) for p in rest[0]]
                     return

@@ -9,6 +9,7 @@ after each step the known region is re-noised to σ_{i+1} and pasted over x.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,7 @@ class Job:
     mask: np.ndarray | None = None  # [H, W] bool, True = repaint (inpainting)
     strength: float = 1.0  # SDEdit: the fraction of the σ grid re-run
     preview_every: int = 1
+    preview_seconds: float = 0.25  # and at most one preview per this many seconds (and the last)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -123,11 +125,17 @@ def run(
     total = len(edit["sigmas"]) - 1 if "sigmas" in edit else s.steps
     batches = -(-job.n // s.batch_size)
 
+    shown = [-float("inf")]  # when the last preview was drawn
+
     def callback(info: dict) -> None:
         if job.cancel.is_set():
             raise Cancelled
         done = info["i"] + 1 + total * (info["start"] // s.batch_size)
-        show = info["i"] % job.preview_every == 0 or info["i"] == total - 1
+        now = time.perf_counter()
+        show = (info["i"] % job.preview_every == 0 and now - shown[0] >= job.preview_seconds
+                or info["i"] == total - 1)  # fmt: skip
+        if show:
+            shown[0] = now
         if on_step is not None:
             on_step(done, total * batches, preview(pipe, info["denoised"]) if show else None)
 
