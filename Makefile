@@ -6,6 +6,8 @@ STAMP := .install.stamp
 # Data the tests and the built-in configs read: Fashion-MNIST (/usr/share/datasets/fashion-mnist)
 # and the Noto colour emoji font the `emoji` dataset renders.
 DEB_PACKAGES := dataset-fashion-mnist fonts-noto-color-emoji
+# Only the tests need these: the web UI's tests load the page in a headless Chromium.
+TEST_DEB_PACKAGES := chromium
 
 $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
@@ -13,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 system-packages:
-	@.ci/apt-install $(DEB_PACKAGES)
+	@.ci/apt-install $(DEB_PACKAGES) $(TEST_DEB_PACKAGES)
 
 install: system-packages $(STAMP)
 

@@ -21,7 +21,8 @@ LAYERS = (
     ("guidance", "training"),
     ("inference",),
     ("evaluation",),
-    ("cli", "web"),
+    ("web",),  # the local UI; `difflab serve` (cli) starts it
+    ("cli",),
 )
 RANK = {pkg: i for i, row in enumerate(LAYERS) for pkg in row}
 TOP_LEVEL = {"difflab", "difflab.__main__"}  # the public API and `python -m difflab`

@@ -16,6 +16,7 @@ from difflab.cli.export import add_commands as add_export_commands
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.request_args import add_request_arguments
+from difflab.cli.serve import add_commands as add_serve_commands
 from difflab.cli.training import progress_bar, run_training
 from difflab.core.config import builtin_configs, load_config, parse_value, to_toml
 from difflab.core.errors import UsageError
@@ -44,33 +45,41 @@ def cmd_sample(args) -> int:
     from difflab.cli.request_args import request_options
     from difflab.core.imageio import save_grid, save_images
     from difflab.evaluation.plots import plot_points
+    from difflab.inference import provenance
     from difflab.inference.pipeline import load
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory for the samples")
-    pipe = load(args.ckpt, allow_pickle=args.allow_pickle)
-    sampler = {"name": args.sampler} if args.sampler else {}  # no name: the config's sampler
-    if args.eta is not None:
-        sampler["eta"] = args.eta
-    for item in args.option:
-        key, _, value = item.partition("=")
-        sampler[key] = parse_value(value)
-    chosen = dict(sampler=sampler or None, steps=args.steps, discretization=args.discretization,
-                  batch_size=args.batch_size, seed=args.seed)  # fmt: skip
-    settings = pipe.settings(**chosen)
-    n_batches = -(-args.n // settings.batch_size)
+    if args.from_png:
+        ckpt, chosen, given, meta = _from_png(args)
+    else:
+        if args.ckpt is None:
+            raise UsageError("give the model (a .safetensors file or run dir), or --from-png IMG")
+        ckpt, given, meta = args.ckpt, request_options(args), None
+        chosen = _sample_choices(args)
+    pipe = load(ckpt, allow_pickle=args.allow_pickle)
+    settings = pipe.settings(**{k: v for k, v in chosen.items() if k in SETTINGS})
+    n_batches = -(-chosen["n"] // settings.batch_size)
     bar = progress_bar(n_batches * settings.steps, "sample", args.quiet)
     start = time.perf_counter()
-    result = pipe.sample(args.n, **chosen, **request_options(args),
-                         callback=lambda info: bar.update(1))  # fmt: skip
+    result = pipe.sample(**chosen, **given, callback=lambda info: bar.update(1))
     bar.close()
     seconds = time.perf_counter() - start
     out.mkdir(parents=True, exist_ok=True)
     if pipe.is_image:
         images = pipe.to_images(result.x).numpy()
-        save_images(images, out / "images")
-        save_grid(images, out / "grid.png")
+        base = provenance.run_settings(ckpt, pipe, result)
+        metas = provenance.image_settings(base, result, given)
+        grid_meta = provenance.grid_settings(base, result, given)
+        first = 0
+        if meta is not None:  # --from-png: the same settings, so the same bytes
+            if meta["n"] == 1:
+                metas, first = [meta], meta["index"]
+            else:
+                grid_meta = meta
+        save_images(images, out / "images", first, metas)
+        save_grid(images, out / "grid.png", meta=grid_meta)
         written = f"{out / 'grid.png'} and {len(images)} PNGs in {out / 'images'}"
     else:
         import numpy as np
@@ -83,8 +92,34 @@ def cmd_sample(args) -> int:
         (out / "labels.json").write_text(json.dumps(result.asked, indent=1) + "\n")
         written += f", {out / 'labels.json'}"
     name = settings.sampler["name"]
-    print(f"{args.n} samples ({name}, {settings.steps} steps) in {seconds:.1f}s: {written}")
+    print(f"{chosen['n']} samples ({name}, {settings.steps} steps) in {seconds:.1f}s: {written}")
     return 0
+
+
+SETTINGS = ("sampler", "steps", "discretization", "guidance", "batch_size", "seed")
+
+
+def _sample_choices(args) -> dict:
+    """The `Pipeline.sample` settings the sample flags chose (None: the config's default)."""
+    sampler = {"name": args.sampler} if args.sampler else {}  # no name: the config's sampler
+    if args.eta is not None:
+        sampler["eta"] = args.eta
+    for item in args.option:
+        key, _, value = item.partition("=")
+        sampler[key] = parse_value(value)
+    return dict(n=args.n, sampler=sampler or None, steps=args.steps,
+                discretization=args.discretization, batch_size=args.batch_size, seed=args.seed)
+
+
+def _from_png(args) -> tuple[str, dict, dict, dict]:
+    """(checkpoint, settings, inputs, the PNG's settings) that re-make the image --from-png names."""
+    from difflab.core.pngmeta import read_png_meta
+    from difflab.inference.provenance import FIELDS, sample_arguments
+
+    meta = read_png_meta(args.from_png)
+    path, kwargs = sample_arguments(meta, args.ckpt)
+    given = {f: kwargs.pop(f) for f in FIELDS if f in kwargs}
+    return str(path), kwargs | {"batch_size": args.batch_size}, given, meta
 
 
 LISTS = ("samplers", "schedules", "params", "nets", "datasets", "discretizations", "densities",
@@ -161,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", parents=[common], help="draw samples from a checkpoint")
-    s.add_argument("ckpt", help="model .safetensors file or run directory (newest checkpoint)")
+    s.add_argument("ckpt", nargs="?",
+                   help="model .safetensors file or run directory (newest checkpoint)")
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
@@ -173,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra sampler option, e.g. --option s_churn=10")  # fmt: skip
     s.add_argument("--batch-size", type=int, default=64)
     add_request_arguments(s, what="samples")
+    s.add_argument("--from-png", metavar="IMG",
+                   help="re-make a PNG difflab wrote, from the settings it carries (the model "
+                        "argument may be left out; other sampling flags are ignored)")
     s.set_defaults(func=cmd_sample)
 
     add_eval_commands(sub, common)
@@ -181,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_autoencoder_commands(sub, common)
     add_edit_commands(sub, common)
     add_export_commands(sub, common)
+    add_serve_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=LISTS)

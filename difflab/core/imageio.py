@@ -10,6 +10,7 @@ from PIL import Image
 from torch import Tensor
 
 from difflab.core.errors import UsageError
+from difflab.core.pngmeta import png_info
 
 
 def uint8_to_pixels(x: Tensor) -> Tensor:
@@ -41,6 +42,17 @@ def image_files(root: Path) -> list[Path]:
     )
 
 
+def fit_image(im: Image.Image, size: int, resample=Image.Resampling.BICUBIC) -> Image.Image:
+    """Resize the shorter side of `im` to `size` and centre-crop it to size × size."""
+    w, h = im.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) != (w, h):
+        im = im.resize((nw, nh), resample)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return im.crop((left, top, left + size, top + size))
+
+
 def load_image(path: Path, channels: int, size: int | None) -> Tensor:
     """Read one image as uint8 [C, H, W]; resize the shorter side to size and centre-crop."""
     from PIL import Image
@@ -51,13 +63,7 @@ def load_image(path: Path, channels: int, size: int | None) -> Tensor:
     except (OSError, SyntaxError, ValueError) as e:
         raise UsageError(f"cannot read image {path} ({e}); remove or replace the file") from None
     if size is not None:
-        w, h = im.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-        if (nw, nh) != (w, h):
-            im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
+        im = fit_image(im, size)
     arr = np.asarray(im, dtype=np.uint8).reshape(im.size[1], im.size[0], channels)  # [H, W, C]
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # [C, H, W]
 
@@ -76,18 +82,33 @@ def image_grid(images: np.ndarray, nrow: int | None = None, pad: int = 2, upscal
     return pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST)
 
 
-def save_grid(images: np.ndarray, path: str | Path, nrow: int | None = None) -> Path:
-    """Write a PNG grid, upscaled so that each cell is at least 32 px."""
+def save_grid(
+    images: np.ndarray, path: str | Path, nrow: int | None = None, meta: dict | None = None
+) -> Path:
+    """Write a PNG grid, upscaled so that each cell is at least 32 px; `meta` (the settings that
+    made it) goes into its text chunks (core.pngmeta)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, nrow, upscale=max(1, 32 // images.shape[-1])).save(path)
+    grid = image_grid(images, nrow, upscale=max(1, 32 // images.shape[-1]))
+    grid.save(path, pnginfo=png_info(meta))
     return path
 
 
-def save_images(images: np.ndarray, folder: str | Path, first_index: int = 0) -> None:
-    """Write each uint8 image [C, H, W] as folder/{index:06d}.png."""
+def to_pil(image: np.ndarray) -> Image.Image:
+    """One uint8 image [C, H, W] (C = 1 or 3) as a PIL image."""
+    return Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+
+
+def save_images(
+    images: np.ndarray, folder: str | Path, first_index: int = 0,
+    meta: list[dict] | None = None,
+) -> list[Path]:  # fmt: skip
+    """Write each uint8 image [C, H, W] as folder/{index:06d}.png, image i with the settings
+    meta[i] in its text chunks (core.pngmeta); returns the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    paths = []
     for i, img in enumerate(images):
-        arr = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
-        Image.fromarray(arr).save(folder / f"{first_index + i:06d}.png")
+        paths.append(folder / f"{first_index + i:06d}.png")
+        to_pil(img).save(paths[-1], pnginfo=png_info(None if meta is None else meta[i]))
+    return paths
