@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from difflab.cli.cascade import sample_cascade
 from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.nll import add_commands as add_nll_commands
@@ -46,6 +47,8 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory for the samples")
+    if args.ckpt.endswith(".toml"):  # a cascade of stage checkpoints
+        return sample_cascade(args, out)
     pipe = load(args.ckpt)
     sampler = {"name": args.sampler} if args.sampler else {}  # no name: the config's sampler
     if args.eta is not None:
@@ -158,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", parents=[common], help="draw samples from a checkpoint")
-    s.add_argument("ckpt", help="model .safetensors file or run directory (newest checkpoint)")
+    s.add_argument("ckpt", help="model .safetensors file, run directory (newest checkpoint) or "
+                   "cascade .toml (base → SR stages)")  # fmt: skip
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")

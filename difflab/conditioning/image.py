@@ -213,7 +213,8 @@ class ImageConditioner(Conditioner):
                 "this model is conditioned on images: pass `images` (full size or low resolution)"
             )
         shape = tuple(request.image_shape)
-        level = self.aug_level if request.aug_level is None else request.aug_level
+        level = self.check_level(self.aug_level if request.aug_level is None
+                                 else request.aug_level)  # fmt: skip
         noise = None
         if self.aug_max and level and request.aug_noise:  # sample i's noise from seed + i
             c, h, w = shape
