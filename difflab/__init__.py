@@ -14,6 +14,7 @@ import importlib
 _API = {
     "load": ("difflab.inference.pipeline", "load"),
     "Pipeline": ("difflab.inference.pipeline", "Pipeline"),
+    "load_cascade": ("difflab.inference.cascade", "load_cascade"),
     "train": ("difflab.evaluation.in_loop", "train"),
     "load_config": ("difflab.core.config", "load_config"),
     "UsageError": ("difflab.core.errors", "UsageError"),

@@ -24,6 +24,7 @@ VALUES = {  # a value of each request input, cycled over the samples
     "prompts": ("a handwritten two", "the digit zero"),
     "negative_prompts": ("blurry", "a seven"),
     "images": torch.linspace(-1, 1, 5 * 16).reshape(5, 1, 4, 4),
+    "masks": torch.ones(5, 1, 8, 8),  # inpainting masks (1 = known)
 }
 GUIDES = {name: need.guidance for name, need in INPUTS.items()}
 

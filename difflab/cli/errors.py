@@ -11,6 +11,8 @@ import re
 
 FLAGS = {  # library parameter → CLI flag
     "images": "--image",
+    "masks": "--mask",
+    "aug_level": "--aug-level",
     "classes": "--class",
     "prompts": "--prompt",
     "negative_prompts": "--negative-prompt",

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from difflab.cli.autoencoder import add_commands as add_autoencoder_commands
+from difflab.cli.cascade import sample_cascade
 from difflab.cli.edit import add_commands as add_edit_commands
 from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
@@ -51,6 +52,8 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file; give a directory for the samples")
+    if args.ckpt is not None and args.ckpt.endswith(".toml"):  # a cascade of stage checkpoints
+        return sample_cascade(args, out)
     if args.from_png:
         ckpt, chosen, given, meta = _from_png(args)
     else:
@@ -197,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sample", parents=[common], help="draw samples from a checkpoint")
     s.add_argument("ckpt", nargs="?",
-                   help="model .safetensors file or run directory (newest checkpoint)")
+                   help="model .safetensors file, run directory (newest checkpoint) or "
+                        "cascade .toml (base → SR stages)")  # fmt: skip
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")

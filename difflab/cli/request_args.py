@@ -1,4 +1,4 @@
-"""The --class/--prompt/--image/--guidance options shared by `sample` and `eval`."""
+"""The --class/--prompt/--image/--mask/--aug-level/--guidance options of `sample` and `eval`."""
 
 from __future__ import annotations
 
@@ -35,6 +35,12 @@ def add_request_arguments(parser, *, what: str) -> None:
     parser.add_argument("--allow-pickle", action="store_true",
                         help="read a diffusers folder's pickled .bin weights "
                              "(torch.load weights_only=True)")  # fmt: skip
+    parser.add_argument("--mask", action="append", default=[], metavar="PNG",
+                        help="inpainting mask for an inpainting model, white = keep, black = "
+                             "generate (repeatable; cycled)")  # fmt: skip
+    parser.add_argument("--aug-level", type=float, metavar="S",
+                        help="noise-augmentation level of an SR model's low-res input "
+                             "(default: the config's cond.aug_level)")  # fmt: skip
     parser.add_argument("--guidance", action="append", default=[], metavar="SPEC",
                         help="e.g. cfg:scale=3, classifier:ckpt=c.safetensors,scale=2, "
                              "style:ckpt=e.safetensors,ref=img.png,scale=5; join with '+' "
@@ -44,5 +50,6 @@ def add_request_arguments(parser, *, what: str) -> None:
 def request_options(args) -> dict:
     """The `Pipeline.sample` arguments that `add_request_arguments` parsed into `args`."""
     return {"classes": parse_classes(args.classes), "prompts": args.prompt,
-            "negative_prompts": args.negative_prompt, "images": args.image,
+            "negative_prompts": args.negative_prompt, "images": args.image, "masks": args.mask,
+            "aug_level": args.aug_level,
             "guidance": args.guidance}  # fmt: skip

@@ -67,6 +67,7 @@ INPUTS = {
     "prompts": Input("has no text conditioning", "text", "text", "ENCODER.safetensors"),
     "images": Input("takes no image condition", "image"),
     "negative_prompts": Input("takes no negative prompt", "text"),
+    "masks": Input("takes no inpainting mask", 'image", source = "masked'),
 }
 
 
@@ -81,6 +82,10 @@ class ConditionRequest:
     guided_by: Sequence[str] = ()  # names of the guidance terms
     image_shape: tuple[int, ...] = ()  # the samples' shape [C, H, W]
     negative_prompts: Sequence[str] = ()  # CFG's null condition per sample (cycled)
+    masks: Tensor | None = None  # [n, 1, H, W] 1 = known pixel, 0 = to generate (inpainting)
+    aug_level: float | None = None  # the image condition's augmentation level (None: default)
+    aug_noise: bool = True  # False: the images already carry noise of aug_level (CDM truncated)
+    seed: int = 0  # sample i's augmentation noise is drawn from seed + i
 
     def given(self) -> list[str]:
         """The inputs the user gave, in INPUTS order."""
@@ -157,6 +162,11 @@ def condition(
                 f"`{field}` given but this model {need.lacks}: the model {conditioner.summary}; "
                 f'{fix} or train with model.cond = {{name = "{need.cond}"}}'
             )
+    if request.aug_level and not hasattr(conditioner, "check_level"):
+        raise UsageError(
+            f"`aug_level` given but this model {conditioner.summary} (no augmented image "
+            "condition); drop `aug_level`"
+        )
     cond, asked = conditioner.build(request)
     for field in extra:
         asked[field] = cycle(list(getattr(request, field)), request.n)
@@ -174,11 +184,16 @@ def sampling_cond(
     guided_by: Sequence[str] = (),
     images: Tensor | None = None,
     shape: tuple[int, ...] = (),
-    negative_prompts: list[str] = (),
+    negative_prompts: Sequence[str] = (),
+    masks: Tensor | None = None,
+    aug_level: float | None = None,
+    aug_noise: bool = True,
+    seed: int = 0,
 ) -> tuple[Cond, dict[str, list]]:
     """`condition` of a ConditionRequest made of these arguments (the inference entry point)."""
     request = ConditionRequest(n, tuple(classes), tuple(prompts), images, tuple(guided_by),
-                               tuple(shape), tuple(negative_prompts))  # fmt: skip
+                               tuple(shape), tuple(negative_prompts), masks, aug_level,
+                               aug_noise, seed)  # fmt: skip
     return condition(conditioner, request)
 
 

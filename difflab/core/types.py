@@ -8,7 +8,8 @@ from torch import Tensor
 Cond = dict[str, Tensor]
 
 
-NET_SLOTS = ("vector", "tokens", "tokens_mask", "channels")
+# "aug" [B]: the noise-conditioning augmentation level of an image condition (CDM §3.2)
+NET_SLOTS = ("vector", "tokens", "tokens_mask", "channels", "aug")
 NULL_PREFIX = "null."  # cond["null.vector"] overrides the null of slot "vector" (null-text)
 
 

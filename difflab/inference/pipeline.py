@@ -136,7 +136,9 @@ class Pipeline:
         classes: Sequence[int] = (),
         prompts: Sequence[str] = (),
         negative_prompts: Sequence[str] = (),
-        images: Sequence[str | Path] = (),
+        images: Sequence[str | Path] | Tensor = (),
+        masks: Sequence[str | Path] | Tensor = (),
+        aug_level: float | None = None,
         sampler: str | dict | None = None,
         steps: int | None = None,
         discretization: str | dict | None = None,
@@ -147,6 +149,7 @@ class Pipeline:
         start: Tensor | None = None,
         sigmas: Tensor | Sequence[float] | None = None,
         step_hook: Callable | None = None,
+        aug_noise: bool = True,
     ) -> Samples:
         """Model-space samples with what each asked for (see `__call__` for the arguments)."""
         n = _count(self.defaults["n"] if n is None else n, "n")
@@ -157,7 +160,8 @@ class Pipeline:
         device = self.device
         cond, chain, asked = request(
             self.denoiser, self.config, n, guidance=s.guidance, classes=classes,
-            prompts=prompts, images=[str(p) for p in images], device=device, codec=self.codec,
+            prompts=prompts, images=_files(images), device=device, codec=self.codec,
+            masks=_files(masks), aug_level=aug_level, aug_noise=aug_noise, seed=s.seed,
             negative_prompts=negative_prompts,
         )  # fmt: skip
         batches = generate(
@@ -166,7 +170,10 @@ class Pipeline:
             guidance=chain, callback=callback, device=device, start=start, sigmas=sigmas,
             step_hook=step_hook,
         )  # fmt: skip
-        return Samples(torch.cat([b.cpu() for b in batches]), asked, s)
+        x = torch.cat([b.cpu() for b in batches])  # [n, *shape]
+        if hasattr(self.conditioner, "paste"):  # Palette: the known region exactly as given
+            x = self.conditioner.paste(x, {k: v.cpu() for k, v in cond.items()})
+        return Samples(x, asked, s)
 
     @torch.inference_mode()
     def decode(self, x: Tensor, batch_size: int | None = None) -> Tensor:
@@ -201,7 +208,9 @@ class Pipeline:
         classes: Sequence[int] = (),
         prompts: Sequence[str] = (),
         negative_prompts: Sequence[str] = (),
-        images: Sequence[str | Path] = (),
+        images: Sequence[str | Path] | Tensor = (),
+        masks: Sequence[str | Path] | Tensor = (),
+        aug_level: float | None = None,
         sampler: str | dict | None = None,
         steps: int | None = None,
         discretization: str | dict | None = None,
@@ -219,18 +228,23 @@ class Pipeline:
         discretization, batch_size); `guidance` specs ("cfg:scale=3", {"name": ...}) come before
         the config's default guidance. `sampler` / `discretization` is a name, a dict with a
         name, or a dict of options for the default (e.g. {"eta": 0.5}). `classes`, `prompts` and
-        `images` (files) condition the samples, cycled over n; `negative_prompts` replace the
-        null condition of CFG (text models). `start` [n, *shape] is the
-        model-space state at σ = sigmas[0] (editing, e.g. SDEdit: encode(images) + σ₀·noise);
+        `images` (files, or a tensor of uint8 images or pixels in [-1, 1]) condition the
+        samples, cycled over n; an inpainting model also takes `masks` (files, white = known, or
+        a tensor [n, 1, H, W] in {0, 1}) and pastes the known region back exactly; an SR model
+        trained with noise augmentation takes the `aug_level` of its low-res input (default: its
+        config's cond.aug_level); `negative_prompts` replace the null condition of CFG (text
+        models). `start` [n, *shape] is the model-space state at σ =
+        sigmas[0] (editing, e.g. SDEdit: encode(images) + σ₀·noise);
         `sigmas` an explicit grid (samplers.base: it may end above 0); `step_hook(x, i,
         sigma_next)` may return a replacement for x after step i; `callback(info)` sees every
         step. Sample i depends on seed + i only.
         """
         samples = self.sample(
             n, seed=seed, classes=classes, prompts=prompts, negative_prompts=negative_prompts,
-            images=images, sampler=sampler,
-            steps=steps, discretization=discretization, guidance=guidance, callback=callback,
-            batch_size=batch_size, device=device, start=start, sigmas=sigmas, step_hook=step_hook,
+            images=images, masks=masks,
+            aug_level=aug_level, sampler=sampler, steps=steps, discretization=discretization,
+            guidance=guidance, callback=callback, batch_size=batch_size, device=device,
+            start=start, sigmas=sigmas, step_hook=step_hook,
         )  # fmt: skip
         return self.to_images(samples.x)
 
@@ -241,6 +255,11 @@ class Pipeline:
             f"codec={codec.get('name', 'file')!r}, cond={type(self.conditioner).__name__}, "
             f"sampler={self.defaults['sampler']['name']!r}, steps={self.defaults['steps']})"
         )
+
+
+def _files(items: Sequence[str | Path] | Tensor) -> list[str] | Tensor:
+    """File names as strings; a tensor as is."""
+    return items if isinstance(items, Tensor) else [str(p) for p in items]
 
 
 def load(path: str | Path, *, device: str | torch.device | None = None,

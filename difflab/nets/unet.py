@@ -36,6 +36,9 @@ def _conv1x1(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     return F.conv2d(x, weight, bias)
 
 
+AUG_SCALE = 1000.0  # aug levels σ_aug ∈ [0, ~1] → the positional range of discrete timesteps
+
+
 def check_sizes(
     sizes: dict[str, int],
     channel_mult: tuple[int, ...],
@@ -166,6 +169,8 @@ class UNet(nn.Module):
       cond["tokens"] [B, L, cond_token_dim] (+ cond["tokens_mask"] [B, L] bool, True = keep):
         cross-attended in every attention block (GLIDE)
       cond["channels"] [B, cond_channels, H, W]: concatenated to x (absent = zeros)
+      cond["aug"] [B]: the augmentation level of the channel condition, embedded like the noise
+        level and added to it (Imagen's aug-level embedding; CDM §3.2); absent = level 0
     """
 
     def __init__(
@@ -185,6 +190,7 @@ class UNet(nn.Module):
         cond_vector_dim: int = 0,
         cond_token_dim: int = 0,
         cond_channels: int = 0,
+        cond_aug: int = 0,
         skip_scale: float = 2**-0.5,
         checkpointing: bool = False,
         channels_last: bool = True,
@@ -200,6 +206,7 @@ class UNet(nn.Module):
         self.cond_vector_dim = cond_vector_dim
         self.cond_token_dim = cond_token_dim
         self.cond_channels = cond_channels
+        self.cond_aug = int(cond_aug)
         self.factor = factor
         self.channels_last = channels_last
         emb_dim = 4 * model_channels
@@ -210,6 +217,7 @@ class UNet(nn.Module):
         # Embeddings: noise level, plus the optional vector condition added to it (ADM label_emb)
         self.noise_emb = NoiseEmbedding(model_channels, emb_dim)
         self.vector_emb = nn.Linear(cond_vector_dim, emb_dim) if cond_vector_dim else None
+        self.aug_emb = NoiseEmbedding(model_channels, emb_dim) if cond_aug else None
 
         # Encoder
         self.conv_in = nn.Conv2d(in_channels + cond_channels, model_channels, 3, padding=1)
@@ -261,6 +269,7 @@ class UNet(nn.Module):
             "tokens": ("cond_token_dim", self.cond_token_dim),
             "tokens_mask": ("cond_token_dim", self.cond_token_dim),
             "channels": ("cond_channels", self.cond_channels),
+            "aug": ("cond_aug", self.cond_aug),
         }
         for slot in cond:
             if slot not in options:
@@ -278,6 +287,7 @@ class UNet(nn.Module):
             "tokens": (B, L, self.cond_token_dim),
             "tokens_mask": (B, L),
             "channels": (B, self.cond_channels, H, W),
+            "aug": (B,),
         }
         for slot, value in cond.items():
             if tuple(value.shape) != expected[slot]:
@@ -318,6 +328,9 @@ class UNet(nn.Module):
             emb = emb + self.vector_emb(cond["vector"].to(emb.dtype))  # [B, E]
         elif self.vector_emb is not None:
             emb = emb + self.vector_emb.bias.to(emb.dtype)  # absent = the null (zero) vector
+        if self.aug_emb is not None:  # absent = level 0, the unaugmented condition
+            level = cond["aug"] if "aug" in cond else torch.zeros(B, device=x.device)
+            emb = emb + self.aug_emb(AUG_SCALE * level.float()).to(emb.dtype)  # [B, E]
         emb = F.silu(emb)
 
         # Tokens: one key-padding mask per attention resolution, shared by its blocks
@@ -380,6 +393,7 @@ def unet(
     cond_vector_dim: int = 0,
     cond_token_dim: int = 0,
     cond_channels: int = 0,
+    cond_aug: int = 0,
     skip_scale: float = 2**-0.5,
     checkpointing: bool = False,
     channels_last: bool = True,
@@ -405,6 +419,7 @@ def unet(
         cond_vector_dim=cond_vector_dim,
         cond_token_dim=cond_token_dim,
         cond_channels=cond_channels,
+        cond_aug=cond_aug,
         skip_scale=skip_scale,
         checkpointing=checkpointing,
         channels_last=channels_last,
