@@ -1,6 +1,13 @@
 """Training objectives, one per file, registered in OBJECTIVES (train.loss names one)."""
 
-from difflab.training.objectives import classification, contrastive, denoising, hybrid  # noqa: F401
+from difflab.training.objectives import (  # noqa: F401  (registration)
+    classification,
+    consistency,
+    contrastive,
+    denoising,
+    hybrid,
+    progressive,
+)
 from difflab.training.objectives.base import OBJECTIVES, Batch, Objective, build_objective
 
 __all__ = ["OBJECTIVES", "Batch", "Objective", "build_objective"]
