@@ -27,6 +27,7 @@ FLAGS = {  # library parameter → CLI flag
     "discretization": "--discretization",
     "features": "--features",
     "weights": "--weights",
+    "rounds": "--rounds",
 }
 COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",

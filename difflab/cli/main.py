@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from difflab.cli.distill import add_commands as add_distill_commands
 from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.nll import add_commands as add_nll_commands
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(sub, common)
     add_nll_commands(sub, common)
     add_aux_commands(sub, common)
+    add_distill_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=LISTS)
