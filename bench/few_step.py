@@ -3,7 +3,7 @@ consistency distillation and consistency training (ECT-initialised), beside the 
 10 and 20 steps, with each method's training wall-clock.
 
     python bench/few_step.py --out bench-out/few_step [--teacher RUN] [--teacher-train 2000]
-        [--student-train 1000] [--n 500]
+        [--student-train 1000] [--n 500] [--set KEY=VALUE ...]
 
 Without --teacher, trains one: the fashion_mnist16 U-Net with EDM preconditioning (progressive
 distillation needs an x0-stable parameterization, and ECT starts a consistency model from it).
@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--student-train", type=int, default=1000, help="student training steps")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--n", type=int, default=500, help="samples per FD")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="teacher config override, e.g. a smaller model.net")  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out)
     common = [f"train.batch_size={args.batch_size}", "train.log_every=50", "train.ckpt_every=0"]
@@ -55,7 +57,7 @@ def main() -> None:
     teacher = args.teacher
     if teacher is None:
         cfg = load_config("fashion_mnist16", [*TEACHER, *common,
-                                              f"train.steps={args.teacher_train}"])  # fmt: skip
+                                              f"train.steps={args.teacher_train}", *args.set])  # fmt: skip
         teacher, seconds["teacher"] = timed(lambda: train(cfg, out / "teacher"))
     student = [*common, "train.warmup=0", "train.lr=2e-4", "train.ema_decay=0.99"]
     rounds = len(STEPS)

@@ -76,11 +76,11 @@ class TargetNetwork:
         return self.model
 
     def state_dict(self) -> dict[str, Any]:
-        return {"synced": self.synced, **self.model.state_dict()}
+        return {"synced": torch.tensor(self.synced), **self.model.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        self.synced = int(state.pop("synced"))
+        self.synced = int(torch.as_tensor(state.pop("synced")).item())
         self.model.load_state_dict(state)
 
 
