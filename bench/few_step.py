@@ -47,7 +47,9 @@ def main() -> None:
     ap.add_argument("--teacher-train", type=int, default=2000, help="teacher training steps")
     ap.add_argument("--student-train", type=int, default=1000, help="student training steps")
     ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--n", type=int, default=500, help="samples per FD")
+    ap.add_argument(
+        "--n", type=int, default=500, help="samples per FD (> 256, the raw feature dim)"
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="teacher config override, e.g. a smaller model.net")  # fmt: skip
     args = ap.parse_args()
