@@ -90,6 +90,13 @@ CASES = {
     ],  # fmt: skip
     "noised_classification": [("log_uniform", lambda: (NoisedNet(), {"density": NOISED}))],
     "contrastive": [("captions", lambda: (NoisedNet(), {"density": NOISED, **_captions()}))],
+    "progressive": [("edm", lambda: (_denoiser(), {"teacher": _denoiser(), "teacher_steps": 4}))],
+    "consistency_distillation": [
+        ("heun", lambda: (_denoiser(param="consistency"), {"teacher": _denoiser(), "N": 6,
+                                                           "mu": 0.9})),
+    ],  # fmt: skip
+    "consistency_training": [("ict", lambda: (_denoiser(param="consistency"), {"K": 4, "s0": 2,
+                                                                               "s1": 8}))],  # fmt: skip
     "classification": [
         ("shifted", lambda: (nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), {"augment": True}))
     ],

@@ -38,6 +38,7 @@ FLAGS = {  # library parameter → CLI flag
     "frames": "--frames",
     "scale": "--scale",
     "inner_steps": "--inner-steps",
+    "rounds": "--rounds",
 }
 COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from difflab.cli.autoencoder import add_commands as add_autoencoder_commands
 from difflab.cli.cascade import sample_cascade
+from difflab.cli.distill import add_commands as add_distill_commands
 from difflab.cli.edit import add_commands as add_edit_commands
 from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
@@ -225,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_edit_commands(sub, common)
     add_export_commands(sub, common)
     add_serve_commands(sub, common)
+    add_distill_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=LISTS)

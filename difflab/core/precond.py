@@ -65,6 +65,18 @@ def edm(sigma: Tensor, schedule: Schedule, sigma_data: float) -> Scalings:
     )  # fmt: skip
 
 
+@PARAMETERIZATIONS.register("consistency")
+def consistency(sigma: Tensor, schedule: Schedule, sigma_data: float) -> Scalings:
+    """Consistency-model boundary: c_skip = σ_d²/((σ−σ_min)² + σ_d²), c_out = σ_d(σ−σ_min)/√(σ_d² + σ²),
+    so f(x, σ_min) = x for any F (Song et al. 2023, App. C; σ_min = the schedule's); c_in as EDM."""
+    shifted = sigma - schedule.sigma_min
+    total = sigma**2 + sigma_data**2
+    return Scalings(
+        sigma_data**2 / (shifted**2 + sigma_data**2), sigma_data * shifted * total.rsqrt(),
+        total.rsqrt(), schedule.c_noise(sigma),
+    )  # fmt: skip
+
+
 class Precond(nn.Module):
     """D(x; σ, cond) = c_skip(σ)·x + c_out(σ)·F_θ(c_in(σ)·x, c_noise(σ), cond) (Karras et al. 2022, Eq. 7).
 

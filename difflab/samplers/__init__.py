@@ -2,7 +2,7 @@
 **opts) -> x`; the contract (any x at any σ, grids in either direction, step hooks, learned
 variance) is stated in `difflab.samplers.base`."""
 
-from difflab.samplers import dpm, euler, heun, multistep, sde  # noqa: F401  (registration)
+from difflab.samplers import dpm, euler, few_step, heun, multistep, sde  # noqa: F401  (registration)
 from difflab.samplers.base import (
     SAMPLERS,
     DenoiseFn,

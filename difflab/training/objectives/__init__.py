@@ -3,9 +3,11 @@
 from difflab.training.objectives import (  # noqa: F401  (register the objectives)
     autoencoder,
     classification,
+    consistency,
     contrastive,
     denoising,
     hybrid,
+    progressive,
 )
 from difflab.training.objectives.base import OBJECTIVES, Batch, Objective, build_objective
 
