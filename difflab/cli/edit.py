@@ -26,6 +26,8 @@ def _common(p: argparse.ArgumentParser, *, images: bool = True) -> None:
                    help="class index per image (repeat or comma list; cycled)")  # fmt: skip
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                    help="text prompt (repeatable; cycled)")  # fmt: skip
+    p.add_argument("--negative-prompt", action="append", default=[], metavar="TEXT",
+                   help="negative prompt: CFG's null condition for a text model")  # fmt: skip
     p.add_argument("--guidance", action="append", default=[], metavar="SPEC",
                    help="e.g. cfg:scale=3 (difflab list guidances)")  # fmt: skip
 
@@ -35,7 +37,8 @@ def _options(args, bar=None) -> dict:
     return {"seed": args.seed, "sampler": args.sampler, "steps": args.steps,
             "discretization": args.discretization, "batch_size": args.batch_size,
             "classes": parse_classes(args.classes), "prompts": args.prompt,
-            "guidance": args.guidance, "callback": (lambda info: bar.update(1)) if bar else None}  # fmt: skip
+            "negative_prompts": args.negative_prompt, "guidance": args.guidance,
+            "callback": (lambda info: bar.update(1)) if bar else None}  # fmt: skip
 
 
 def _read(pipe, files: list[str], count: int | None = None):
