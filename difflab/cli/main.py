@@ -20,17 +20,15 @@ from difflab.core.errors import UsageError
 
 
 def cmd_train(args) -> int:
-    from difflab.conditioning.base import resolve_cond
     from difflab.data.datasets import load_dataset
     from difflab.storage.models import build_denoiser
+    from difflab.training.loop import resolve_model, saved_config
 
     cfg = load_config(args.config, args.set)
     if args.dry_run:
-        dataset = load_dataset(cfg.data.dataset)
-        cfg.model.shape = list(dataset.shape)
-        cfg.model.cond = resolve_cond(cfg.model.cond, dataset, cfg.data.dataset["name"])
+        resolve_model(cfg, load_dataset(cfg.data.dataset))
         params = sum(p.numel() for p in build_denoiser(cfg.model).parameters())
-        print(to_toml(cfg.to_dict()))
+        print(to_toml(saved_config(cfg)))
         print(f"# parameters: {params:,}")
         return 0
     path = run_training(cfg, Path(args.out), args.resume, args.quiet)
