@@ -128,3 +128,14 @@ def test_a_latent_cache_of_another_codec_is_refused_before_any_file_is_written(t
         encode_dataset("digits", other, cache)
     with pytest.raises(UsageError, match="not a latent cache"):
         load_dataset({"name": "latents", "path": str(other)})
+
+
+def test_cli_encode_writes_a_cache_and_refuses_to_overwrite(tmp_path, capsys):
+    from difflab.cli.main import main
+
+    source = kl_file(tmp_path / "kl.safetensors")
+    args = ["encode", "digits", "--codec-ckpt", str(source), "--out", str(tmp_path / "c.st"),
+            "--quiet"]  # fmt: skip
+    assert main(args) == 0 and load_dataset({"name": "latents", "path": str(tmp_path / "c.st")})
+    assert main(args) == 2
+    assert "exists; pick a new path or pass --force" in capsys.readouterr().err

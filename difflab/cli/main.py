@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from difflab.cli.autoencoder import add_commands as add_autoencoder_commands
+from difflab.cli.encode import add_commands as add_encode_commands
 from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.nll import add_commands as add_nll_commands
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_nll_commands(sub, common)
     add_aux_commands(sub, common)
     add_autoencoder_commands(sub, common)
+    add_encode_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=LISTS)

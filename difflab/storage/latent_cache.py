@@ -48,7 +48,7 @@ def encode_dataset(
     if [int(s) for s in meta["image_shape"]] != list(data.shape):
         raise UsageError(
             f"codec file {path} encodes images {meta['image_shape']} but the data are "
-            f"{list(data.shape)}; use a codec trained on this data (`train_autoencoder`)"
+            f"{list(data.shape)}; use a codec trained on this data (`train_autoencoder(data, out)`)"
         )
     codec = codec.to(device)
     parts = []
