@@ -38,7 +38,7 @@ from difflab.training.loop import train  # noqa: E402
 def config(args, data: dict, codec: str | None, *extra: str):
     net = (f"model.net={{name='unet', model_channels={args.width}, channel_mult=[1, 2, 2], "
            "num_res_blocks=1, attention_resolutions=[]}")  # fmt: skip
-    sets = [f"data.dataset={json.dumps(data)}".replace('"', "'"), net,
+    sets = ["data.dataset={" + ", ".join(f"{k}={v!r}" for k, v in data.items()) + "}", net,
             f"train.batch_size={args.batch}", "train.log_every=5", "train.ckpt_every=0",
             f"sample.steps={args.sample_steps}", *extra]  # fmt: skip
     if codec:
