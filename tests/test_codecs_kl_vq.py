@@ -156,6 +156,9 @@ def test_a_diffusion_model_refuses_a_missing_changed_or_misfit_codec_file(tmp_pa
     codec_file = _identity_file(tmp_path / "id.safetensors")
     run = train(_tiny_cfg("train.steps=1", f"model.codec={{ckpt='{codec_file}'}}"),
                 tmp_path / "run")  # fmt: skip
+    codec_file.unlink()  # the run keeps its own copy of the codec file ...
+    difflab.load(run)
+    codec_file = tmp_path / "run" / "codec.safetensors"  # ... which is the one checked
     save_codec(codec_file, build_codec("identity"), {"name": "identity"}, (1, 8, 8),
                {"note": "re-saved"})  # other bytes
     with pytest.raises(UsageError, match="changed since the diffusion model was trained"):

@@ -12,6 +12,7 @@ from difflab.cli.autoencoder import add_commands as add_autoencoder_commands
 from difflab.cli.cascade import sample_cascade
 from difflab.cli.distill import add_commands as add_distill_commands
 from difflab.cli.edit import add_commands as add_edit_commands
+from difflab.cli.encode import add_commands as add_encode_commands
 from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.export import add_commands as add_export_commands
@@ -25,17 +26,15 @@ from difflab.core.errors import UsageError
 
 
 def cmd_train(args) -> int:
-    from difflab.conditioning.base import resolve_cond
     from difflab.data.datasets import load_dataset
     from difflab.storage.models import build_denoiser
+    from difflab.training.loop import resolve_model, saved_config
 
     cfg = load_config(args.config, args.set)
     if args.dry_run:
-        dataset = load_dataset(cfg.data.dataset)
-        cfg.model.shape = list(dataset.shape)
-        cfg.model.cond = resolve_cond(cfg.model.cond, dataset, cfg.data.dataset["name"])
+        resolve_model(cfg, load_dataset(cfg.data.dataset))
         params = sum(p.numel() for p in build_denoiser(cfg.model).parameters())
-        print(to_toml(cfg.to_dict()))
+        print(to_toml(saved_config(cfg)))
         print(f"# parameters: {params:,}")
         return 0
     path = run_training(cfg, Path(args.out), args.resume, args.quiet)
@@ -227,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_commands(sub, common)
     add_serve_commands(sub, common)
     add_distill_commands(sub, common)
+    add_encode_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=LISTS)

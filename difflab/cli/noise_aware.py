@@ -34,7 +34,7 @@ def _train(args, train_fn, what: str, **extra) -> int:
         model = train_fn(
             data_spec(args.data), args.out, steps=args.steps, batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, force=args.force, device=args.device, callback=on_step,
-            **options, **extra,
+            codec=args.codec_ckpt, **options, **extra,
         )  # fmt: skip
     finally:
         bar.close()
@@ -76,6 +76,9 @@ def add_commands(sub, common) -> None:
                        "or lognormal p_mean/p_std), ema_decay=…, weight_decay=…")  # fmt: skip
         p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
         p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda:N")
+        p.add_argument("--codec-ckpt", metavar="FILE",
+                       help="a latent model's codec file: train on its latents (needed to guide "
+                       "latent models in their own space)")  # fmt: skip
         if what == "encoder":
             p.add_argument("--text-encoder", default="minilm", help="frozen text encoder name")
         p.set_defaults(func=func)

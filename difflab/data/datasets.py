@@ -1,7 +1,8 @@
 """Datasets: digits, IDX (MNIST format) files, Fashion-MNIST, image folders, 2-D toys; a loader.
 
 Images are stored uint8 [N, C, H, W] (0..255) and enter the model as float32 in [-1, 1]
-(`uint8_to_pixels`); 2-D toy points are stored float32 [N, 2], already in model space.
+(`uint8_to_pixels`); 2-D toy points are stored float32 [N, 2], already in model space; latents
+(a latent cache, data/latents.py) float32 [N, C, h, w], already in a codec's model space.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from difflab.core.registry import Registry
 
 DATASETS = Registry("dataset")
 
-KINDS = ("image", "points")
+KINDS = ("image", "points", "latents")
 RESIZE_MODES = ("bilinear", "nearest", "pad")
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"  # Debian package dataset-fashion-mnist
 _FASHION = "T-shirt/top|Trouser|Pullover|Dress|Coat|Sandal|Shirt|Sneaker|Bag|Ankle boot"
@@ -55,6 +56,11 @@ class Dataset:
                 f"point datasets hold float [N, D], got {self.x.dtype} {tuple(self.x.shape)}; "
                 "pass a 2-D float tensor"
             )
+        if self.kind == "latents" and (not self.x.is_floating_point() or self.x.ndim != 4):
+            raise UsageError(
+                f"latent datasets hold float [N, C, h, w], got {self.x.dtype} "
+                f"{tuple(self.x.shape)}; pass a 4-D float tensor"
+            )
         if self.labels is not None:
             self.labels = self.labels.to(torch.int64)
             if self.labels.shape != (len(self.x),):
@@ -68,7 +74,7 @@ class Dataset:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Per-item shape: (C, H, W) for images, (D,) for points."""
+        """Per-item shape: (C, H, W) for images, (D,) for points, (C, h, w) for latents."""
         return tuple(self.x.shape[1:])
 
     @property
@@ -81,7 +87,7 @@ class Dataset:
         return int(self.labels.max()) + 1
 
     def to_model(self, x: Tensor) -> Tensor:
-        """A stored batch → model space (images to [-1, 1]; points unchanged)."""
+        """A stored batch → model space (images to [-1, 1]; points and latents unchanged)."""
         return uint8_to_pixels(x) if self.kind == "image" else x.to(torch.float32)
 
 

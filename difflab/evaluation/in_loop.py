@@ -27,12 +27,14 @@ class InLoopFD:
             )
         self.n, self.seed = n, seed
 
-    def __call__(self, denoiser, shape: tuple[int, ...], sample_cfg, device) -> dict[str, Any]:
-        """{"eval_metric", "eval_fd", "eval_n"} for samples drawn as `sample_cfg` says."""
+    def __call__(self, denoiser, shape: tuple[int, ...], sample_cfg, device,
+                 codec=None) -> dict[str, Any]:  # fmt: skip
+        """{"eval_metric", "eval_fd", "eval_n"} for samples drawn as `sample_cfg` says (images of
+        pixel `shape`, decoded by `codec` for a latent model)."""
         sample = (dataclasses.asdict(sample_cfg) if dataclasses.is_dataclass(sample_cfg)
                   else dict(sample_cfg))  # fmt: skip
         config = {"model": {"shape": list(shape)}, "sample": sample}
-        pipe = Pipeline(denoiser, config)
+        pipe = Pipeline(denoiser, config, codec=codec)
         images = pipe.to_images(pipe.sample(self.n, seed=self.seed, device=device).x)
         report = evaluate(images, self.ref, self.net, ("fd",))
         return {"eval_metric": report["fd_name"], "eval_fd": report["fd"], "eval_n": self.n}

@@ -3,7 +3,10 @@
 A guidance chain is one *bridge* Denoiser → DenoiseFn (`plain` or `cfg`) followed by any number of
 *terms* DenoiseFn → DenoiseFn, applied in order: gradient terms add s·σ²·∇_x F(x, σ) to x̂0 (the
 score form: score = (D − x)/σ², so adding s·∇F to the score adds s·σ²·∇F to D), thresholds
-post-process x̂0. Several gradient terms add up, which makes their weighted sum a chain. CLI specs
+post-process x̂0. Several gradient terms add up, which makes their weighted sum a chain.
+
+Gradient terms by noise-aware nets (classifier, semantic) on latent models: guidance.noise_aware.
+CLI specs
 ("cfg:scale=3+classifier:ckpt=c.safetensors,scale=2") are parsed by `parse_guidance` and resolved
 (checkpoints loaded, reference images read) by `build_guidance` before sampling starts.
 """
@@ -19,6 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from difflab.codecs.base import Codec
+from difflab.codecs.identity import IdentityCodec
 from difflab.core.errors import UsageError
 from difflab.core.registry import Registry
 from difflab.core.types import Cond, bcast, net_cond, null_cond
@@ -131,10 +136,13 @@ def gradient_term(
 
 
 def classifier_guidance(fn: DenoiseFn, cond: Cond, classifier, *, scale: float = 1.0,
-                        label: int | None = None) -> DenoiseFn:  # fmt: skip
+                        label: int | None = None,
+                        through: Callable | None = None) -> DenoiseFn:  # fmt: skip
     """D̃ = D + s·σ²·∇_x log p(y | x_σ, σ) with a noise-aware classifier (Dhariwal & Nichol 2021).
 
     `classifier.log_prob(x, sigma, labels) -> [B]`; y is `label` or else cond["labels"] [B].
+    `through(fn, objective, scale)` builds the term (default `gradient_term`; guidance.noise_aware
+    `net_term` picks `decoded_gradient_term` for a pixel classifier on a latent model).
     """
     if label is not None:
         labels = torch.full((1,), int(label), dtype=torch.long)  # broadcast to the batch
@@ -152,7 +160,7 @@ def classifier_guidance(fn: DenoiseFn, cond: Cond, classifier, *, scale: float =
         y = labels.to(x.device).clone().expand(len(x))  # [B]
         return classifier.log_prob(x, sigma, y)  # [B]
 
-    return gradient_term(fn, log_prob, scale)
+    return (through or gradient_term)(fn, log_prob, scale)
 
 
 def static_threshold(denoised: Tensor) -> Tensor:
@@ -179,6 +187,17 @@ class Context:
     device: torch.device = torch.device("cpu")
     prompts: list[str] = field(default_factory=list)
     cache: dict[Any, Any] = field(default_factory=dict)  # loaded checkpoints by (kind, path)
+    codec: Codec | None = None  # the model's codec (None: pixels)
+
+    @property
+    def latent(self) -> bool:
+        """True when the model works in a learned codec's space (not pixels)."""
+        return self.codec is not None and not isinstance(self.codec, IdentityCodec)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """The pixel shape the model's samples decode to (`shape` itself for pixel models)."""
+        return tuple(self.codec.image_shape(self.shape)) if self.latent else self.shape
 
 
 def finite(name: str, option: str, value: float) -> float:
@@ -212,30 +231,6 @@ def _cfg(ctx: Context, *, scale: float = 1.0, sigma_min: float = 0.0,
     return lambda denoiser, cond: cfg(
         denoiser, cond, scale=scale, sigma_min=sigma_min, sigma_max=sigma_max
     )
-
-
-def load_checkpoint(ctx: Context, kind: str, path: str):
-    """Load (once per build) a noise-aware classifier/encoder, moved to ctx.device, shape-checked."""
-    key = (kind, str(path))
-    if key not in ctx.cache:
-        if kind == "classifier":
-            from difflab.storage.noise_aware import load_classifier as load
-        else:
-            from difflab.storage.noise_aware import load_encoder as load
-        model = load(path).to(ctx.device)
-        model.check_compatible(ctx.shape)
-        ctx.cache[key] = model
-    return ctx.cache[key]
-
-
-@GUIDANCES.register("classifier", kind="term")
-def _classifier(ctx: Context, *, ckpt: str | None = None, scale: float = 1.0,
-                label: int | None = None) -> Term:  # fmt: skip
-    """Classifier guidance by a noise-aware classifier checkpoint (difflab train-classifier)."""
-    finite("classifier", "scale", scale)
-    require("classifier", "ckpt", ckpt, "train one with `train_classifier(data, out)`")
-    clf = load_checkpoint(ctx, "classifier", ckpt)
-    return lambda fn, cond: classifier_guidance(fn, cond, clf, scale=scale, label=label)
 
 
 @GUIDANCES.register("static_threshold", kind="term")
@@ -342,18 +337,22 @@ def build_guidance(
     device: str | torch.device = "cpu",
     prompt: str | None = None,
     prompts: list[str] = (),
+    codec: Codec | None = None,
 ) -> Guidance:
     """Resolve guidance specs (CLI strings or dicts) for samples of `shape`; fails before sampling.
 
     At most one bridge (plain or cfg, default plain); terms apply in the order given, so put
     thresholds last. `prompts` are the request's prompts, which the text term follows per sample
-    (cond["prompt_index"]); `prompt` is one default prompt for every sample. Checkpoints and
-    references load outside inference mode, so gradient terms work in `torch.inference_mode`.
+    (cond["prompt_index"]); `prompt` is one default prompt for every sample. `codec` is the
+    model's (None: pixels; `shape` is then its latent shape): reference images are read at its
+    pixel shape and pixel-space nets guide through its decoder. Checkpoints and references load
+    outside inference mode, so gradient terms work in `torch.inference_mode`.
     """
     if isinstance(specs, str) or (specs and isinstance(specs[0], str)):
         specs = parse_guidance(specs)
     specs = [dict(s) for s in specs or []]
-    ctx = Context(tuple(shape), torch.device(device), list(prompts) or ([prompt] if prompt else []))
+    ctx = Context(tuple(shape), torch.device(device), list(prompts) or ([prompt] if prompt else []),
+                  codec=codec)  # fmt: skip
     bridges, terms = [], []
     for spec in specs:
         if "name" not in spec:

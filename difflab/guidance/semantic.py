@@ -4,6 +4,9 @@ Each term is a score F(x_σ, σ) [B] whose gradient s·σ²·∇_x F is added to
 content = cosine similarity of the embeddings of x_σ and of the reference noised to the same σ;
 structure = −feature-map distance; style = −Gram-matrix distance; text = cosine similarity of the
 embedding of x_σ and a text embedding. The reference noise ε_ref is fixed per run by `seed`.
+On latent models the reference is read at the pixel shape; an encoder trained on the model's
+latents compares it encoded by the codec, a pixel encoder compares decoded x̂0 with the reference
+image (guidance.noise_aware).
 """
 
 from __future__ import annotations
@@ -16,23 +19,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from difflab.core.errors import UsageError
-from difflab.guidance.chain import (
-    GUIDANCES,
-    Context,
-    Term,
-    bcast,
-    finite,
-    gradient_term,
-    load_checkpoint,
-    require,
-)
+from difflab.guidance.chain import GUIDANCES, Context, Term, bcast, finite, gradient_term, require
+from difflab.guidance.noise_aware import load_checkpoint, net_term
 
 Objective = Callable[[Tensor, Tensor], Tensor]  # F(x [B, ...], σ [B]) -> [B]
 TRAIN_ENCODER = "train one with `train_encoder(data, out)`"
 
 
 def load_reference(path: str | Path, shape: tuple[int, ...], *, resize: bool = False) -> Tensor:
-    """A reference image file in model space [1, C, H, W] ([−1, 1]) for data of `shape` [C, H, W]."""
+    """A reference image file as pixels [1, C, H, W] ([−1, 1]) for images of `shape` [C, H, W]."""
     from difflab.core.imageio import load_image, uint8_to_pixels
 
     path = Path(path)
@@ -136,9 +131,10 @@ def text_score(encoder, text_embedding: Tensor, index: Tensor | None = None) -> 
     return score
 
 
-def semantic_guidance(fn, objective: Objective, *, scale: float = 1.0):
-    """D̃ = D + s·σ²·∇_x F(x_σ, σ) for a semantic score F (Liu et al. 2023, Eq. 6 in σ-space)."""
-    return gradient_term(fn, objective, scale)
+def semantic_guidance(fn, objective: Objective, *, scale: float = 1.0, through=gradient_term):
+    """D̃ = D + s·σ²·∇_x F(x_σ, σ) for a semantic score F (Liu et al. 2023, Eq. 6 in σ-space);
+    `through` builds the term (guidance.noise_aware.net_term: through the decoder if needed)."""
+    return through(fn, objective, scale)
 
 
 def text_embedding(encoder, prompts: str | list[str]) -> Tensor:
@@ -163,10 +159,14 @@ def _image_term(name: str, make: Callable) -> Callable:
         finite(name, "scale", scale)
         require(name, "ckpt", ckpt, TRAIN_ENCODER)
         require(name, "ref", ref, "pass the reference image file, e.g. ref=img.png")
-        reference = load_reference(ref, ctx.shape, resize=resize).to(ctx.device)
+        reference = load_reference(ref, ctx.image_shape, resize=resize).to(ctx.device)
         encoder = load_checkpoint(ctx, "encoder", ckpt)
+        through = net_term(ctx, encoder)
+        if through is gradient_term and ctx.latent:  # a latent encoder: compare latents
+            with torch.no_grad():
+                reference = ctx.codec.encode(reference)  # [1, *latent]
         objective = make(encoder, NoisedReference(reference, seed))
-        return lambda fn, cond: semantic_guidance(fn, objective, scale=scale)
+        return lambda fn, cond: semantic_guidance(fn, objective, scale=scale, through=through)
 
     factory.__doc__ = f"Semantic {name} guidance by a reference image and a noise-aware encoder."
     return GUIDANCES.register(name, kind="term")(factory)
@@ -186,10 +186,12 @@ def _text(ctx: Context, *, ckpt: str | None = None, prompt: str | None = None,
     prompts = [prompt] if prompt else ctx.prompts
     require("text", "prompt", prompts or None, "or pass `prompts`")
     encoder = load_checkpoint(ctx, "encoder", ckpt)
+    through = net_term(ctx, encoder)
     targets = text_embedding(encoder, prompts).to(ctx.device)  # [P, D]
 
     def term(fn, cond):
         index = cond.get("prompt_index") if not prompt else None  # [B] or None: one prompt
-        return semantic_guidance(fn, text_score(encoder, targets, index), scale=scale)
+        objective = text_score(encoder, targets, index)
+        return semantic_guidance(fn, objective, scale=scale, through=through)
 
     return term

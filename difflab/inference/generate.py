@@ -76,8 +76,9 @@ def generate(
         else:
             x = start[idx if len(start) > 1 else slice(0, 1)].to(device, torch.float32)
             x = x.expand(idx.stop - idx.start, *shape).clone()  # the caller's tensor stays as is
-        batch_cond = {k: v[idx].to(device) for k, v in (cond or {}).items()}
-        fn = guidance(denoiser, batch_cond)
+        with torch.inference_mode(False):  # gradient terms may differentiate D (and its cond)
+            batch_cond = {k: v[idx].to(device).clone() for k, v in (cond or {}).items()}
+            fn = guidance(denoiser, batch_cond)
         step_cb = (
             None if callback is None else (lambda info, s=idx.start: callback({**info, "start": s}))
         )

@@ -77,7 +77,7 @@ def request(
         asked["masks"] = cycle([str(p) for p in masks], n)
     if prompts:  # sample i is guided toward prompts[i mod len]: its index rides along in cond
         cond["prompt_index"] = torch.tensor(cycle(range(len(prompts)), n))  # [n]
-    chain = build_guidance(specs, shape=shape, device=device, prompts=list(prompts))
+    chain = build_guidance(specs, shape=shape, device=device, prompts=list(prompts), codec=codec)
     return cond, chain, asked | ({"guidance": specs} if specs else {})
 
 

@@ -4,14 +4,18 @@ save and load autoencoder checkpoints, and resolve a diffusion config's `model.c
 A codec file is safetensors (the codec's state dict: networks, codebook, scale and shift) with
 {"kind": "codec", "codec": spec, "image_shape", "latent_shape", "info"} metadata: everything it
 needs to rebuild itself. A diffusion config names one as `model.codec = {ckpt = "ae.safetensors"}`;
-training resolves that to {"name", "ckpt" (absolute), "sha256"} and every later load checks that
-the file is still there and unchanged.
+training copies that file into the run (RUN/codec.safetensors) and stores {"name", "ckpt":
+"codec.safetensors", "sha256"}: the path is relative to the run, so a run dir moved or copied as a
+whole still loads. A relative `ckpt` in a model file is looked up next to the model file, then in
+its run dir (the parent of RUN/checkpoints); an absolute one (runs from before the copy) as is.
+Every load checks that the file is there and unchanged (sha256).
 """
 
 from __future__ import annotations
 
 import hashlib
 import inspect
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +32,7 @@ KIND = "codec"
 NET_OPTIONS = ("ch", "channel_mult", "num_res_blocks", "attention", "dropout")
 SHAPE_OPTIONS = ("channels", "z_channels", "factor")
 FILE_KEYS = {"ckpt", "sha256", "name"}
+RUN_CODEC = "codec.safetensors"  # the run's own copy of its codec file
 _FIX = "train one with `train_autoencoder(data, out)`"
 
 
@@ -79,8 +84,9 @@ def read_codec_meta(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise UsageError(
-            f"codec file {path} does not exist; restore the autoencoder checkpoint there, or "
-            f"set `model.codec.ckpt` to where it is now, or {_FIX}"
+            f"codec file {path} does not exist; restore the autoencoder checkpoint there (a run "
+            f"keeps its own as RUN/{RUN_CODEC}: move whole run dirs), or set `model.codec.ckpt` "
+            f"to where it is now, or {_FIX}"
         )
     meta = ckpt.read_metadata(path)
     if meta.get("kind") != KIND:
@@ -94,7 +100,8 @@ def load_codec_file(path: str | Path, *, sha256: str | None = None) -> tuple[Cod
     a file changed since then is a UsageError."""
     path = Path(path)
     meta = read_codec_meta(path)
-    if sha256 is not None and file_sha256(path) != sha256:
+    sha = file_sha256(path)
+    if sha256 is not None and sha != sha256:
         raise UsageError(
             f"codec file {path} changed since the diffusion model was trained on it (sha256 "
             f"differs); put back the autoencoder checkpoint it was trained with, or retrain the "
@@ -105,12 +112,15 @@ def load_codec_file(path: str | Path, *, sha256: str | None = None) -> tuple[Cod
     if isinstance(codec, nn.Module):
         ckpt.load_weights(codec, tensors, path, "re-save it with `save_codec`")
         codec.eval().requires_grad_(False)
+    codec.file_sha256 = sha  # which latents it makes: noise-aware nets and caches compare it
     return codec, meta
 
 
-def resolve_codec(spec: str | Mapping[str, Any] | None, image_shape: Sequence[int]) -> dict:
-    """The spec a diffusion run stores: a codec file becomes {"name", "ckpt" (absolute),
-    "sha256"} after checking that it encodes images of `image_shape`; other specs as given."""
+def resolve_codec(spec: str | Mapping[str, Any] | None, image_shape: Sequence[int],
+                  run_dir: str | Path | None = None) -> dict:  # fmt: skip
+    """A codec file spec as {"name", "ckpt" (absolute), "sha256"} after checking that it encodes
+    images of `image_shape`; other specs as given. A relative `ckpt` that exists in `run_dir`
+    (a resumed run's own copy) is that file, else it is relative to the working directory."""
     spec = codec_spec(spec)
     if "ckpt" not in spec:
         return spec
@@ -120,7 +130,10 @@ def resolve_codec(spec: str | Mapping[str, Any] | None, image_shape: Sequence[in
             f"`model.codec` with `ckpt` takes no other option ({', '.join(extra)}); the codec "
             "file describes itself"
         )
-    path = Path(spec["ckpt"]).expanduser().resolve()
+    path = Path(spec["ckpt"]).expanduser()
+    if run_dir is not None and not path.is_absolute() and (Path(run_dir) / path).is_file():
+        path = Path(run_dir) / path
+    path = path.resolve()
     meta = read_codec_meta(path)
     if [int(s) for s in meta["image_shape"]] != [int(s) for s in image_shape]:
         raise UsageError(
@@ -136,3 +149,44 @@ def resolve_codec(spec: str | Mapping[str, Any] | None, image_shape: Sequence[in
         )
     return {"name": meta["codec"]["name"], "ckpt": str(path), "sha256": sha}
 
+
+
+def run_codec_spec(spec: Mapping[str, Any]) -> dict:
+    """The spec a run stores for a resolved codec spec: a file becomes its run copy's relative
+    name {"name", "ckpt": "codec.safetensors", "sha256"}; other specs as given."""
+    spec = dict(spec)
+    return spec | {"ckpt": RUN_CODEC} if "ckpt" in spec else spec
+
+
+def copy_codec(spec: Mapping[str, Any], run_dir: str | Path) -> Path | None:
+    """Atomically copy a resolved codec file into `run_dir` as codec.safetensors (kept when the
+    run already holds that file); None for specs without a file."""
+    if "ckpt" not in spec:
+        return None
+    source, dest = Path(spec["ckpt"]), Path(run_dir) / RUN_CODEC
+    if dest.is_file() and file_sha256(dest) == spec["sha256"]:
+        return dest
+    if dest.exists():
+        raise UsageError(
+            f"{dest} is another codec file than the run's (sha256 differs); move it away or "
+            "start a new `out`"
+        )
+    ckpt.atomic_write(dest, lambda tmp: shutil.copyfile(source, tmp))
+    if file_sha256(dest) != spec["sha256"]:
+        dest.unlink()
+        raise UsageError(f"codec file {source} changed while it was copied; start the run again")
+    return dest
+
+
+def locate_codec(spec: Mapping[str, Any], model_file: str | Path) -> dict:
+    """A model file's codec spec with a relative `ckpt` made absolute: the file next to the model
+    file, else in its run dir (model files sit in RUN/checkpoints); absolute paths stay. A file
+    in neither place is reported at the run dir (`read_codec_meta` says it is missing)."""
+    spec = dict(spec)
+    if "ckpt" not in spec or Path(spec["ckpt"]).is_absolute():
+        return spec
+    here = Path(model_file).resolve().parent
+    run = here.parent if here.name == ckpt.checkpoint_dir(here.parent).name else here
+    places = [here / spec["ckpt"], run / spec["ckpt"]]
+    found = next((p for p in places if p.is_file()), places[-1])
+    return spec | {"ckpt": str(found)}

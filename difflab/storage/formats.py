@@ -16,6 +16,7 @@ from difflab.codecs.base import codec_spec
 from difflab.core.errors import UsageError
 from difflab.core.registry import Registry
 from difflab.storage import checkpoint as ckpt
+from difflab.storage.codecs import locate_codec
 
 FORMATS = Registry("checkpoint format")
 
@@ -46,7 +47,8 @@ class CheckpointFormat:
         tensors, meta = self.read(path)
         state = {new: v for k, v in tensors.items() if (new := self.key_map(k)) is not None}
         config, info = self.translate(meta)
-        config["model"]["codec"] = codec_spec(config["model"].get("codec"))
+        codec = codec_spec(config["model"].get("codec"))
+        config["model"]["codec"] = locate_codec(codec, path)  # a run's codec copy, found
         return state, config, info
 
 

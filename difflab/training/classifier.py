@@ -48,17 +48,20 @@ def train_classifier(
     seed: int = 0,
     force: bool = False,
     device: str = "auto",
+    codec: str | os.PathLike | None = None,
     callback: Callable[[dict], None] | None = None,
 ) -> NoiseAwareClassifier:
     """Train, evaluate on a held-out split at `eval_sigmas`, save to `out`; the EMA classifier.
 
     Cross-entropy on noised data at all σ (Dhariwal & Nichol 2021, §4), σ log-uniform on
-    [0.002, 80] by default; meta["test_accuracy"] maps each σ to held-out accuracy.
+    [0.002, 80] by default; meta["test_accuracy"] maps each σ to held-out accuracy. For a latent
+    model pass its codec file as `codec` (or a latent cache as the data): the classifier is then
+    trained on, and guides with, that codec's latents.
     """
     out, data, train, test, meta = setup(
         dataset_spec, "classifier", out, force=force, test_fraction=test_fraction, net=net,
         density=density, sigma_data=sigma_data, steps=steps, batch_size=batch_size, lr=lr,
-        seed=seed, ema_decay=ema_decay, weight_decay=weight_decay,
+        seed=seed, ema_decay=ema_decay, weight_decay=weight_decay, codec=codec,
     )  # fmt: skip
     density = meta["density"]
     torch.manual_seed(seed)

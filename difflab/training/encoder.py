@@ -68,18 +68,20 @@ def train_encoder(
     seed: int = 0,
     force: bool = False,
     device: str = "auto",
+    codec: str | os.PathLike | None = None,
     callback: Callable[[dict], None] | None = None,
 ) -> NoiseAwareEncoder:
     """Train contrastively on noised images, report held-out zero-shot accuracy, save to `out`.
 
     `text_encoder` is a difflab.text name or an object with `.encode(prompts)` and `.dim` (and
     `.name`); `prompts` are captions per class (default: difflab.captions templates);
-    meta["test_accuracy"] maps each σ in `eval_sigmas` to zero-shot accuracy.
+    meta["test_accuracy"] maps each σ in `eval_sigmas` to zero-shot accuracy. `codec`: a latent
+    model's codec file, to train on (and guide with) its latents.
     """
     out, data, train, test, meta = setup(
         dataset_spec, "encoder", out, force=force, test_fraction=test_fraction, net=net,
         density=density, sigma_data=sigma_data, steps=steps, batch_size=batch_size, lr=lr,
-        seed=seed, ema_decay=ema_decay, weight_decay=weight_decay,
+        seed=seed, ema_decay=ema_decay, weight_decay=weight_decay, codec=codec,
     )  # fmt: skip
     if isinstance(text_encoder, str):
         from difflab.conditioning.text_encoder import load_text_encoder

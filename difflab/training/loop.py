@@ -18,10 +18,12 @@ from difflab.core.errors import UsageError
 from difflab.core.precond import Precond
 from difflab.core.schedules import discretize
 from difflab.data.datasets import Dataset, load_dataset
+from difflab.data.latents import source_name
 from difflab.data.loader import InfiniteLoader
 from difflab.samplers.base import SAMPLERS
 from difflab.storage import checkpoint as ckpt
-from difflab.storage.codecs import build_codec, resolve_codec
+from difflab.storage.codecs import build_codec, copy_codec, resolve_codec, run_codec_spec
+from difflab.storage.latent_cache import check_cache
 from difflab.storage.models import build_denoiser
 from difflab.training import dist as dist
 from difflab.training import resume as resume_state
@@ -63,8 +65,9 @@ def train(
     """Train as configured (torchrun-aware); returns the newest model checkpoint.
 
     callback(record) gets {"step", "loss", ...} after every step and {"note": text} for events.
-    evaluator(ema_denoiser, shape, sample_cfg, device) -> {"eval_metric", "eval_fd", "eval_n"} runs
-    on the main rank every train.eval_every steps (difflab.evaluation.in_loop builds it).
+    evaluator(ema_denoiser, shape, sample_cfg, device, codec=codec) -> {"eval_metric", "eval_fd",
+    "eval_n"} runs on the main rank every train.eval_every steps (difflab.evaluation.in_loop
+    builds it); shape is the pixel shape, codec the model's.
     """
     world = dist.setup(cfg.train.device)
     try:
@@ -73,6 +76,25 @@ def train(
         )
     finally:
         dist.teardown(world)
+
+
+def resolve_model(cfg: Config, dataset: Dataset, run_dir: Path | None = None) -> None:
+    """Fill model.shape (pixels), model.codec (a codec file: absolute path + sha256) and
+    model.cond from the training data; a latent cache must come from the model's codec file."""
+    latents = dataset.kind == "latents"
+    cfg.model.shape = list(dataset.meta["image_shape"] if latents else dataset.shape)
+    cfg.model.codec = resolve_codec(cfg.model.codec, cfg.model.shape, run_dir)
+    if latents:
+        check_cache(dataset, cfg.model.codec)
+    name = source_name(dataset, cfg.data.dataset["name"])
+    cfg.model.cond = resolve_cond(cfg.model.cond, dataset, name)
+
+
+def saved_config(cfg: Config) -> dict:
+    """The config a run stores: a codec file as the run's own copy (relative, + sha256)."""
+    cfg_dict = cfg.to_dict()
+    cfg_dict["model"]["codec"] = run_codec_spec(cfg_dict["model"]["codec"])
+    return cfg_dict
 
 
 def build_engine(cfg: Config, denoiser: Precond, world: dist.World) -> Engine:
@@ -103,15 +125,15 @@ def _train(
         prepare_run_dir(out, resume)
     torch.manual_seed(cfg.train.seed)
     dataset: Dataset = load_dataset(cfg.data.dataset)
-    cfg.model.shape = list(dataset.shape)
-    cfg.model.codec = resolve_codec(cfg.model.codec, dataset.shape)  # a codec file: + sha256
-    cfg.model.cond = resolve_cond(cfg.model.cond, dataset, cfg.data.dataset["name"])
-    cfg_dict = cfg.to_dict()
+    resolve_model(cfg, dataset, out)
+    cfg_dict = saved_config(cfg)
     denoiser = build_denoiser(cfg.model).to(world.device).train()
     engine = build_engine(cfg, denoiser, world)
     global_batch = cfg.train.batch_size * world.size  # per micro-batch, all ranks together
     loader = InfiniteLoader(dataset, global_batch, seed=cfg.train.seed, hflip=cfg.data.hflip)
-    batches = EncodedBatches(loader, build_codec(cfg.model.codec))  # model-space x0
+    codec = build_codec(cfg.model.codec)
+    # model-space x0: a latent cache is already encoded, pixels are encoded batch by batch
+    batches = loader if dataset.kind == "latents" else EncodedBatches(loader, codec)
     parts = {"model": denoiser, "optim": resume_state.OptimizerState(engine.opt),
              "sched": engine.scheduler, "rng": resume_state.RNGState(engine.generator),
              "loader": loader}  # fmt: skip
@@ -130,6 +152,7 @@ def _train(
     evaluator = evaluator if world.main and cfg.train.eval_every else None
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
+        copy_codec(cfg.model.codec, out)  # the run carries its codec file (RUN/codec.safetensors)
         (out / "config.toml").write_text(to_toml(cfg_dict))
         truncate_log(out / "log.jsonl", step)
 
@@ -171,7 +194,8 @@ def _train(
             if evaluator is not None and step % cfg.train.eval_every == 0:
                 scores = {
                     "step": step,
-                    **evaluator(engine.ema.model, dataset.shape, cfg.sample, world.device),
+                    **evaluator(engine.ema.model, tuple(cfg.model.shape), cfg.sample,
+                                world.device, codec=codec),
                 }
                 log.write(json.dumps(scores) + "\n")
                 log.flush()

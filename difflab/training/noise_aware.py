@@ -5,6 +5,12 @@ scalings c_in = 1/√(σ² + σ_data²), c_noise = ¼·ln σ (Karras et al. 2022
 no diffusion schedule, so one classifier or encoder serves every difflab model. Trained on noised
 data at all noise levels as in Dhariwal & Nichol 2021 §4 (classifier guidance).
 `classifier.py` and `encoder.py` add their heads and losses on top.
+
+For a latent-diffusion model the net is trained on that model's latents (`codec` = its codec
+file, or a latent cache as the data): x0 is the codec's model-space latent and the net's meta
+names the codec file's sha256, so guidance applies it to the latent x directly
+(difflab.guidance.noise_aware). A pixel-trained net guides latent models only through the
+decoded x̂0.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from difflab.data.loader import InfiniteLoader
 from difflab.data.splits import holdout_split
 from difflab.nets.base import NETS
 from difflab.nets.noise_aware import NoiseAwareNet
+from difflab.storage.latent_cache import encode_data
 from difflab.training.densities import NOISE_AWARE_DENSITY, sigma_range
 from difflab.training.dist import World, pick_device
 from difflab.training.ema import EMA
@@ -47,10 +54,14 @@ def default_options() -> dict[str, Any]:
             "weight_decay": 0.05, "test_fraction": 0.2}  # fmt: skip
 
 
-def image_data(dataset_spec: str | dict[str, Any], what: str) -> Dataset:
-    """A labelled square image dataset with ≥ 2 classes, else a UsageError."""
+def image_data(dataset_spec: str | dict[str, Any], what: str,
+               codec: str | os.PathLike | None = None) -> Dataset:  # fmt: skip
+    """A labelled square image dataset with ≥ 2 classes (encoded by the `codec` file when one is
+    given; a latent cache as it is), else a UsageError."""
     data = load_dataset(dataset_spec)
-    if data.kind != "image" or data.labels is None or data.num_classes < 2:
+    if codec is not None:
+        data = encode_data(data, codec)  # [N, *latent] model space
+    if data.kind == "points" or data.labels is None or data.num_classes < 2:
         raise UsageError(
             f"a noise-aware {what} needs a labelled image dataset with ≥ 2 classes; {dataset_spec} "
             "is not one (use 'digits', 'fashion_mnist' or a folder with class subfolders)"
@@ -107,12 +118,13 @@ def noised_top1(
 def setup(
     dataset_spec: str | dict[str, Any], what: str, out: str | os.PathLike, *, force: bool,
     test_fraction: float, net: dict | None, density: dict | None, sigma_data: float,
-    **train_opts: Any,
+    codec: str | os.PathLike | None = None, **train_opts: Any,
 ) -> tuple[Path, Dataset, Dataset, Dataset, dict[str, Any]]:  # fmt: skip
     """The shared start of every noise-aware trainer: (checked out path, data, train split, test
-    split, meta with dataset/classes/shape/net/density/training options); writes nothing."""
+    split, meta with dataset/classes/shape/net/density/training options, and for latents the
+    codec {"name", "sha256"} and image_shape); writes nothing."""
     out = check_out(out, force)
-    data = image_data(dataset_spec, what)
+    data = image_data(dataset_spec, what, codec)
     if not 0 < test_fraction < 1:
         raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")
     defaults = default_options()
@@ -124,6 +136,11 @@ def setup(
         "shape": list(data.shape), "sigma_data": sigma_data, "net": net, "density": density,
         "sigma_range": sigma_range(density), "train": {**train_opts, "test_fraction": test_fraction},
     }  # fmt: skip
+    if data.kind == "latents":  # the space it reads: this codec file's latents
+        meta["codec"] = {k: data.meta["codec"][k] for k in ("name", "sha256")}
+        meta["image_shape"] = list(data.meta["image_shape"])
+        if data.meta.get("dataset"):  # a latent cache: name the data behind it
+            meta["dataset"] = dict(data.meta["dataset"])
     return out, data, *holdout_split(data, test_fraction), meta
 
 
@@ -135,5 +152,3 @@ def check_out(out: str | os.PathLike, force: bool) -> Path:
     if out.exists() and not force:
         raise UsageError(f"`out` {out} exists; pick a new path or pass `force=True` to overwrite")
     return out
-
-
