@@ -9,6 +9,7 @@ import torch
 from requires import require_emoji
 
 from difflab.cli.main import main
+from difflab.conditioning import text as text_module
 from difflab.conditioning.base import CONDITIONERS
 from difflab.conditioning.captions import captions
 from difflab.core.errors import UsageError
@@ -146,7 +147,7 @@ def test_missing_font_is_one_line_naming_the_package(tmp_path, capsys):
     assert not run.exists()
 
 
-def test_text_conditioner_captions_each_emoji_by_its_name(cache):
+def test_text_conditioner_captions_each_emoji_by_its_name(cache, monkeypatch):
     data = emoji(split="all", label="name", limit=6)
     spec = CONDITIONERS.get("text").resolve({"name": "text", "p_uncond": 0.0}, data, "emoji")
     assert spec["class_names"] == data.class_names
@@ -160,3 +161,8 @@ def test_text_conditioner_captions_each_emoji_by_its_name(cache):
         own = cond.from_prompts(table[k])["vector"]  # [T, D]
         assert torch.isclose(own, got["vector"][k], atol=1e-5).all(1).any()
     assert cond.class_prompts(torch.tensor([0]))[0] == table[0][0]
+    flat = [c for per_class in table for c in per_class]
+    monkeypatch.setattr(text_module, "PROMPT_CHUNK", 5)  # 24 captions in 5 encoder calls
+    chunked, whole = cond.from_prompts(flat), cond.encoder.encode(flat)
+    torch.testing.assert_close(chunked["tokens"], whole["tokens"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(chunked["vector"], whole["pooled"], atol=1e-5, rtol=0)
