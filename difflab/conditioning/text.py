@@ -80,7 +80,8 @@ class TextConditioner(Conditioner):
         if not self.class_names:
             raise UsageError(
                 "text conditioning needs the training data's class names to caption it; "
-                "use a labelled dataset (digits, fashion_mnist, emoji, a folder with class subfolders)"
+                "use a labelled dataset (digits, fashion_mnist, emoji, a folder with class "
+                "subfolders)"
             )
         return captions(self.dataset, self.class_names)
 
