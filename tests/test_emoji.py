@@ -168,3 +168,11 @@ def test_text_conditioner_captions_each_emoji_by_its_name(cache, monkeypatch):
     chunked, whole = cond.from_prompts(flat), cond.encoder.encode(flat)
     torch.testing.assert_close(chunked["tokens"], whole["tokens"], atol=1e-5, rtol=0)
     torch.testing.assert_close(chunked["vector"], whole["pooled"], atol=1e-5, rtol=0)
+
+
+def test_unwritable_cache_is_one_line_naming_the_variable(small_list, tmp_path, monkeypatch):
+    require_emoji()
+    (tmp_path / "a_file").write_text("not a folder")
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "a_file" / "cache"))
+    with pytest.raises(UsageError, match="set DIFFLAB_CACHE to a writable folder"):
+        emoji(emoji_test=str(small_list))

@@ -149,7 +149,13 @@ def _write_cache(path: Path, rgba: np.ndarray, items: list[Emoji], key: dict) ->
 
     table = [[e.codepoints, e.name, e.group] for e in items]
     meta = {"emoji": json.dumps(table, ensure_ascii=False), "key": json.dumps(key)}
-    atomic_write(path, lambda tmp: save_file({"rgba": rgba}, tmp, metadata=meta))
+    try:
+        atomic_write(path, lambda tmp: save_file({"rgba": rgba}, tmp, metadata=meta))
+    except OSError as e:
+        raise UsageError(
+            f"cannot write the emoji cache {path} ({e.strerror or e}); set {CACHE_ENV} to a "
+            "writable folder"
+        ) from None
 
 
 def _read_cache(path: Path) -> tuple[np.ndarray, list[Emoji]] | None:
