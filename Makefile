@@ -3,9 +3,10 @@
 # never pulls CUDA packages), then difflab with its test extras, behind a stamp file.
 PY ?= python3
 STAMP := .install.stamp
-# Data the tests and the built-in configs read: Fashion-MNIST (/usr/share/datasets/fashion-mnist)
-# and the Noto colour emoji font the `emoji` dataset renders.
-DEB_PACKAGES := dataset-fashion-mnist fonts-noto-color-emoji
+# Data the tests and the built-in configs read: Fashion-MNIST (/usr/share/datasets/fashion-mnist),
+# the Noto colour emoji font the `emoji` dataset renders, and Unicode's emoji-test.txt
+# (unicode-data) that names and groups the emoji.
+DEB_PACKAGES := dataset-fashion-mnist fonts-noto-color-emoji unicode-data
 # Only the tests need these: the web UI's tests load the page in a headless Chromium.
 TEST_DEB_PACKAGES := chromium
 

@@ -30,3 +30,14 @@ def require_fashion_mnist() -> Path:
         pytest.fail(f"Fashion-MNIST not found in {root}: run `sudo apt-get install "
                     f"dataset-fashion-mnist`; {SETUP}", pytrace=False)  # fmt: skip
     return root
+
+
+def require_emoji() -> None:
+    """The emoji font (fonts-noto-color-emoji) and Unicode's emoji list (unicode-data), or fail
+    naming the apt-get command."""
+    from difflab.data.emoji import EMOJI_FONT, EMOJI_TEST
+
+    missing = [p for p in (EMOJI_FONT, EMOJI_TEST) if not Path(p).is_file()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)} not found: run `sudo apt-get install fonts-noto-color-emoji "
+                    f"unicode-data`; {SETUP}", pytrace=False)  # fmt: skip

@@ -18,6 +18,12 @@ TEMPLATES = {
         "a picture of the number {name}",
         "a handwritten digit {name}",
     ),
+    "emoji": (
+        "{name} emoji",
+        "an emoji of {a} {name}",
+        "the {name} emoji",
+        "a colour emoji of {a} {name}",
+    ),
     "default": ("a photo of {a} {name}", "a picture of {a} {name}", "{a} {name}"),
 }
 
@@ -42,9 +48,13 @@ def article(word: str) -> str:
 
 
 def class_word(dataset: str, name: str) -> str:
-    """A readable noun for a class name: number words for digits, plain nouns for Fashion-MNIST."""
+    """A readable noun for a class name: number words for digits, plain nouns for Fashion-MNIST,
+    emoji names without their colons ("flag: japan" → "flag of japan", "man: red hair" → "man,
+    red hair")."""
     if dataset == "digits" and name.isdigit():
         return NUMBER_WORDS[int(name)]
+    if dataset == "emoji":
+        return name.lower().replace("flag: ", "flag of ").replace(": ", ", ")
     return FASHION_WORDS.get(name, name.replace("_", " ").lower())
 
 

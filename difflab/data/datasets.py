@@ -45,7 +45,7 @@ class Dataset:
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. mixture means for oracle tests
 
     def __post_init__(self) -> None:
-        _check_choice("kind", self.kind, KINDS)
+        check_choice("kind", self.kind, KINDS)
         if self.kind == "image" and (self.x.dtype != torch.uint8 or self.x.ndim != 4):
             raise UsageError(
                 f"image datasets hold uint8 [N, C, H, W], got {self.x.dtype} {tuple(self.x.shape)}; "
@@ -99,7 +99,7 @@ def load_dataset(spec: str | dict[str, Any]) -> Dataset:
 # ---------------------------------------------------------------- option checks and resizing
 
 
-def _check_choice(option: str, value: Any, choices: tuple) -> None:
+def check_choice(option: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         valid = ", ".join(map(repr, choices))
         raise UsageError(f"{option}={value!r} is invalid; use one of: {valid}")
@@ -112,7 +112,7 @@ def check_positive(option: str, value: Any) -> None:
 
 def _resize(x: Tensor, size: int | None, mode: str) -> Tensor:
     """Resize uint8 [N, C, H, W] to size×size by interpolation or by centred zero padding."""
-    _check_choice("resize", mode, RESIZE_MODES)
+    check_choice("resize", mode, RESIZE_MODES)
     if size is None:
         return x
     check_positive("size", size)
@@ -141,7 +141,7 @@ def digits(*, size: int = 8, resize: str = "bilinear", split: str = "all") -> Da
     """scikit-learn's 8×8 handwritten digits (1797 images), 0..16 scaled to 0..255."""
     from sklearn.datasets import load_digits
 
-    _check_choice("split", split, ("train", "test", "all"))
+    check_choice("split", split, ("train", "test", "all"))
     raw = load_digits()
     x = torch.from_numpy(raw.images * (255.0 / 16.0)).round().to(torch.uint8)[:, None]  # [N,1,8,8]
     labels = torch.from_numpy(raw.target).to(torch.int64)
@@ -252,7 +252,7 @@ def fashion_mnist(
     limit: int | None = None,
 ) -> Dataset:
     """Fashion-MNIST (Xiao et al. 2017) from the Debian package dataset-fashion-mnist or root."""
-    _check_choice("split", split, ("train", "test"))
+    check_choice("split", split, ("train", "test"))
     base = Path(root if root is not None else FASHION_MNIST_ROOT)
     prefix = "train" if split == "train" else "t10k"
     paths = []
@@ -283,7 +283,7 @@ def folder(*, path: str | None = None, channels: int = 3, size: int | None = Non
     """A folder of images (recursive); labels from ≥2 immediate subfolders, sorted by name."""
     if path is None:
         raise UsageError("dataset 'folder' needs path=; pass the image folder's path")
-    _check_choice("channels", channels, (1, 3))
+    check_choice("channels", channels, (1, 3))
     if size is not None:
         check_positive("size", size)
     root = Path(path)

@@ -392,8 +392,8 @@ def train_feature_net(
     if data.kind != "image" or data.labels is None or data.num_classes < 2:
         raise UsageError(
             f"a domain feature net needs a labelled image dataset with ≥ 2 classes; "
-            f"{json.dumps(dataset_spec)} is not one (use 'digits', 'fashion_mnist' or a folder "
-            "with class subfolders)"
+            f"{json.dumps(dataset_spec)} is not one (use 'digits', 'fashion_mnist', 'emoji' or a "
+            "folder with class subfolders)"
         )
     if not 0 < test_fraction < 1:
         raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")

@@ -8,9 +8,7 @@ optimizer, step, RNG states and data position. Nothing here unpickles anything.
 from __future__ import annotations
 
 import json
-import os
 import struct
-import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -18,30 +16,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from difflab.core.errors import UsageError
+from difflab.core.files import atomic_write  # also used as ckpt.atomic_write
 
 FORMAT = "difflab-1"
 MAX_HEADER = 100 * 2**20  # a sane safetensors JSON header is far smaller
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), fsync, then rename over `path`: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict) -> None:
