@@ -1,7 +1,7 @@
 """What every editing method shares: a Pipeline request resolved once, then seeded batches.
 
 `prepare(pipe, n, **options)` resolves the sampling settings (the config's defaults under the
-caller's `seed`, `classes`, `prompts`, `sampler`, `steps`, `discretization`, `guidance`,
+caller's `seed`, `classes`, `prompts`, `negative_prompts`, `sampler`, `steps`, `discretization`, `guidance`,
 `batch_size`, `device`) into an `EditRun`; `EditRun.batches()` yields, per batch, the sample
 indices, the guided DenoiseFn and the per-sample seeded noise, exactly as `generate` draws them,
 so an edit that changes nothing equals `Pipeline.sample` with the same seed.
@@ -24,8 +24,8 @@ from difflab.inference.pipeline import Pipeline, Settings
 from difflab.inference.request import request
 from difflab.samplers.base import sample
 
-OPTIONS = ("seed", "classes", "prompts", "sampler", "steps", "discretization", "guidance",
-           "batch_size", "device", "callback")  # fmt: skip
+OPTIONS = ("seed", "classes", "prompts", "negative_prompts", "sampler", "steps", "discretization",
+           "guidance", "batch_size", "device", "callback")  # fmt: skip
 SECOND_STREAM = 2**40  # seed offset of a second per-sample noise stream (RePaint's known region)
 
 
@@ -112,6 +112,7 @@ def prepare(pipe: Pipeline, n: int, **options) -> EditRun:
     cond, chain, asked = request(
         pipe.denoiser, pipe.config, n, guidance=s.guidance, classes=o["classes"] or (),
         prompts=o["prompts"] or (), device=device, codec=pipe.codec,
+        negative_prompts=o["negative_prompts"] or (),
     )  # fmt: skip
     return EditRun(pipe, n, s, cond, chain, asked, device, o["callback"])
 
