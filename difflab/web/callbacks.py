@@ -164,7 +164,9 @@ class Session:
                     sent = time.perf_counter()
                     yield (gr.skip() if image is None else image), progress_html(done, total), gr.skip()
                 elif kind == "done":
-                    yield last, progress_html(total, total, "done"), [str(p) for p in rest[0]]
+                    # the last step's preview was sent with it: not encoded and sent again
+                    shown = gr.skip() if last is not None else None
+                    yield shown, progress_html(total, total, "done"), [str(p) for p in rest[0]]
                     return
                 else:
                     yield from self._failed(rest[0], last, done, total)
