@@ -9,6 +9,8 @@ import torch
 from safetensors.torch import save_file
 from test_train import TINY_UNET
 
+from difflab.core.pngmeta import read_png_meta
+
 
 def difflab(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "difflab", *args, "--quiet"], capture_output=True,
@@ -120,6 +122,9 @@ def test_demo_smoke_writes_its_pngs(tmp_path):
     for name in ("samples.png", "trajectory.png", "loss.png", "demo.json"):
         assert (tmp_path / "demo" / name).stat().st_size > 0
     report = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    settings = read_png_meta(tmp_path / "demo" / "samples.png")  # the grid carries its settings
+    assert settings["step"] == report["steps"] and settings["n"] == 100
+    assert settings["sampler"]["name"] == "heun" and len(settings["sha256"]) == 64
     assert 0 < report["steps"] < report["planned_steps"]  # a fixed step count, cut by the budget
     assert "of 2s budget" in r.stderr  # the bar counts time against the budget
     assert f"ran out after {report['steps']} of {report['planned_steps']} steps" in r.stderr

@@ -14,6 +14,7 @@ from tiny_models import save_run
 
 from difflab.core.pngmeta import read_png_meta
 from difflab.guidance.chain import GUIDANCES
+from difflab.inference.edit import repaint, repaint_steps, sdedit
 from difflab.samplers.base import SAMPLERS
 
 gr = require_module("gradio")
@@ -23,7 +24,8 @@ from difflab.web.models import capabilities  # noqa: E402
 
 FORM = dict(label="cls", sampler="euler_ancestral", options="", steps=4, discretization="karras",
             guidance="cfg:scale=2", seed=5, n=3, classes=[], prompt="", negative="", editor=None,
-            mask=None, strength=0.6, every=1)  # fmt: skip
+            mask=None, strength=0.6, every=1, jump_length=1, resample=1, aug_level=None,
+            refs=None)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -96,20 +98,44 @@ def test_inpainting_keeps_the_known_region_exactly(session):
     known = np.ones((16, 16), bool)
     known[4:12, 4:12] = False
     assert (images[:, known] == 200).all() and not (images[:, ~known] == 200).all()
-    assert read_png_meta(outs[-1][2][0])["edit"] == {"kind": "inpaint", "mask_pixels": 64}
+    edit = read_png_meta(outs[-1][2][0])["edit"]
+    assert edit["kind"] == "inpaint" and edit["mask_pixels"] == 64
+    assert (edit["jump_length"], edit["resample"]) == (1, 1)  # replacement only
+    assert 'value="5" max="5"' in outs[-1][1]
+
+
+def test_inpainting_is_the_librarys_repaint_with_time_travel(session):
+    """The UI's RePaint (jump length 2, resample 3) gives `edit.repaint`'s bytes; the progress
+    counts its time-travel steps."""
+    path, pipe = session.models.get("more/uncond")
+    outs = run(session, label="more/uncond", sampler="euler", guidance="", n=2, seed=3,
+               editor=editor(16, 200, (4, 12)), steps=6, jump_length=2, resample=3)  # fmt: skip
+    got = np.stack([np.asarray(Image.open(p)) for p in outs[-1][2]])[:, None]
+    keep = torch.ones(16, 16)
+    keep[4:12, 4:12] = 0
+    want = repaint(pipe, torch.full((2, 1, 16, 16), 200, dtype=torch.uint8), keep, jump_length=2,
+                   resample=3, seed=3, sampler="euler", steps=6, batch_size=2).numpy()  # fmt: skip
+    assert np.array_equal(got, want)
+    total = repaint_steps(6, 2, 3)
+    assert total > 6 and f'value="{total}" max="{total}"' in outs[-1][1]
 
 
 def test_sdedit_runs_the_strengths_tail_of_the_grid(session):
+    """SDEdit at strength 0.3 of 10 steps runs the grid's last 3 steps: `edit.sdedit`'s bytes."""
     path, pipe = session.models.get("more/uncond")
-    job = jobs.Job(n=2, seed=0, steps=10, image=np.full((16, 16), 30, np.uint8), strength=0.3)
-    edit, record = jobs.edit_arguments(pipe, job)
-    assert len(edit["sigmas"]) == 4 and record == {"kind": "sdedit", "strength": 0.3}
-    x0 = pipe.encode(torch.full((1, 1, 16, 16), 30, dtype=torch.uint8))
-    noise = (edit["start"] - x0) / edit["sigmas"][0].float()  # start = x0 + σ_s·ε
-    assert noise.std().item() == pytest.approx(1.0, abs=0.15)
-    steps = []
-    jobs.run(pipe, path, job, session.out, on_step=lambda d, t, p: steps.append((d, t)))
+    image = np.full((16, 16), 30, np.uint8)
+    job = jobs.Job(n=2, seed=0, steps=10, image=image, strength=0.3)
+    assert jobs.edit_kind(pipe, job) == "sdedit" and jobs.edit_steps(pipe, job, "sdedit") == 3
+    steps, sigmas = [], []
+    paths = jobs.run(pipe, path, job, session.out, on_step=lambda d, t, p: steps.append((d, t)))
     assert steps[-1] == (3, 3)
+    got = np.stack([np.asarray(Image.open(p)) for p in paths])[:, None]
+    want = sdedit(pipe, torch.full((2, 1, 16, 16), 30, dtype=torch.uint8), strength=0.3, seed=0,
+                  steps=10, batch_size=2, callback=lambda i: sigmas.append(float(i["sigma"])))
+    assert np.array_equal(got, want.numpy()) and len(sigmas) == 3  # one batch, 3 steps
+    record = read_png_meta(paths[0])["edit"]
+    assert record["kind"] == "sdedit" and record["strength"] == 0.3
+    assert record["init_shape"] == [1, 16, 16] and (paths[0].parent / "inputs/init.png").exists()
 
 
 def test_cancel_stops_at_the_next_step(session, monkeypatch):

@@ -27,6 +27,7 @@ from difflab.web.serve import launch  # noqa: E402
 
 SETTINGS = dict(sampler="euler_ancestral", options="", steps=4, discretization="karras",
                 guidance="cfg:scale=2", seed=5, n=3)  # fmt: skip
+NEW_INPUTS = (1, 1, 0.0, None)  # RePaint jump length, resample, aug_level, reference images
 LOCAL = {"127.0.0.1", "localhost"}
 # Places a page fetches from: src=, <link href=>, CSS url() and @import, JS imports.
 FETCH = re.compile(
@@ -86,7 +87,7 @@ def predict(client, label="cls", **over):
     s = {**SETTINGS, **over}
     return client.predict(label, s["sampler"], s["options"], s["steps"], s["discretization"],
                           s["guidance"], s["seed"], s["n"], [], "", "", None, None, 0.6, 2,
-                          api_name="/generate")  # fmt: skip
+                          *NEW_INPUTS, api_name="/generate")  # fmt: skip
 
 
 def test_loopback_client_gets_the_bytes_of_difflab_sample(root, client, tmp_path):
@@ -122,7 +123,7 @@ def test_one_job_runs_at_a_time(client, monkeypatch):
     monkeypatch.setattr(jobs, "run", timed)
     s = {**SETTINGS, "steps": 30, "n": 2}
     args = ("cls", s["sampler"], "", s["steps"], "karras", "", 0, s["n"], [], "", "", None, None,
-            0.6, 10)  # fmt: skip
+            0.6, 10, *NEW_INPUTS)  # fmt: skip
     pending = [client.submit(*args, api_name="/generate") for _ in range(2)]
     for job in pending:
         job.result(timeout=120)

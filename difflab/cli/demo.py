@@ -17,6 +17,7 @@ from difflab.core.errors import UsageError
 from difflab.core.imageio import save_grid
 from difflab.evaluation.plots import plot_loss, plot_trajectory
 from difflab.inference.pipeline import load
+from difflab.inference.provenance import grid_settings, run_settings
 
 MARKER = "demo.json"
 
@@ -57,8 +58,10 @@ def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False, seed: int =
             steps_x0.append(info["denoised"][:1].clone())
             step_sigmas.append(float(info["sigma"]))
 
-    samples = pipe.sample(callback=keep_first).x  # model space
-    save_grid(pipe.to_images(samples).numpy(), out / "samples.png", nrow=10)
+    result = pipe.sample(callback=keep_first)
+    samples = result.x  # model space
+    meta = grid_settings(run_settings(ckpt, pipe, result), result, {})
+    save_grid(pipe.to_images(samples).numpy(), out / "samples.png", nrow=10, meta=meta)
     frames, sigmas = [*steps_x0, samples[:1]], [*step_sigmas, 0.0]
     keep = sorted(set(torch.linspace(0, len(frames) - 1, 12).round().long().tolist()))
     trajectory = pipe.to_images(torch.cat([frames[i].cpu() for i in keep])).numpy()

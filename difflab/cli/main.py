@@ -16,6 +16,7 @@ from difflab.cli.encode import add_commands as add_encode_commands
 from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.export import add_commands as add_export_commands
+from difflab.cli.from_png import remake_edit
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.request_args import add_request_arguments
@@ -56,6 +57,8 @@ def cmd_sample(args) -> int:
         return sample_cascade(args, out)
     if args.from_png:
         ckpt, chosen, given, meta = _from_png(args)
+        if meta.get("edit"):  # an edit: re-made from its init image (--image)
+            return remake_edit(args, ckpt, chosen, given, meta, out)
     else:
         if args.ckpt is None:
             raise UsageError("give the model (a .safetensors file or run dir), or --from-png IMG")
@@ -120,7 +123,7 @@ def _from_png(args) -> tuple[str, dict, dict, dict]:
     from difflab.inference.provenance import FIELDS, sample_arguments
 
     meta = read_png_meta(args.from_png)
-    path, kwargs = sample_arguments(meta, args.ckpt)
+    path, kwargs = sample_arguments(meta, args.ckpt, init_given=bool(args.image))
     given = {f: kwargs.pop(f) for f in FIELDS if f in kwargs}
     return str(path), kwargs | {"batch_size": args.batch_size}, given, meta
 

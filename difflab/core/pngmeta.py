@@ -28,7 +28,7 @@ def _short(value) -> str:
     if isinstance(value, dict) and "name" in value:
         opts = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
         return value["name"] + (f":{opts}" if opts else "")
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return json.dumps(value, sort_keys=True) if isinstance(value, (list, dict)) else str(value)
 
 
 def read_png_meta(source: str | Path | Image.Image) -> dict:

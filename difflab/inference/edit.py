@@ -17,7 +17,7 @@ from torch import Tensor
 
 from difflab.core.errors import UsageError
 from difflab.core.imageio import pixels_to_uint8
-from difflab.inference.edit_base import as_pixels, prepare
+from difflab.inference.edit_base import EditRun, as_pixels, prepare
 from difflab.inference.masks import latent_mask, resolve_mask
 from difflab.inference.pipeline import Pipeline
 
@@ -45,11 +45,18 @@ def sdedit(pipe: Pipeline, images: Tensor, *, strength: float, **options) -> Ten
     `strength`, then the chosen sampler down to the end of the grid; uint8 images [n, C, H, W].
 
     `images` uint8 (or pixels in [-1, 1]) [n, C, H, W]; `options` as `edit_base.prepare`
-    (seed, classes, prompts, sampler, steps, discretization, guidance, batch_size, device,
-    callback). Sample i uses seed + i for σ₀·z and its sampler noise.
+    (seed, classes, prompts, negative_prompts, sampler, steps, discretization, guidance,
+    batch_size, device, callback). Sample i uses seed + i for σ₀·z and its sampler noise.
     """
     pixels = as_pixels(pipe, images)
-    run = prepare(pipe, len(pixels), **options)
+    return sdedit_run(prepare(pipe, len(pixels), **options), pixels, strength)
+
+
+@torch.inference_mode()
+def sdedit_run(run: EditRun, pixels: Tensor, strength: float) -> Tensor:
+    """`sdedit` of pixels [n, C, H, W] in [-1, 1] under a prepared request `run` (its
+    settings and what each sample asked for stay readable on `run`): uint8 [n, C, H, W]."""
+    pipe = run.pipe
     sigmas = sdedit_sigmas(run.grid(), strength)
     x0 = pipe.encode(pixels)  # [n, *shape] model space
     out = []
@@ -111,8 +118,15 @@ def repaint(
     all-fill mask without time travel equals `Pipeline.sample` with the same seed.
     """
     pixels = as_pixels(pipe, images)
-    n = len(pixels)
-    run = prepare(pipe, n, **options)
+    run = prepare(pipe, len(pixels), **options)
+    return repaint_run(run, pixels, mask, jump_length=jump_length, resample=resample)
+
+
+@torch.inference_mode()
+def repaint_run(run: EditRun, pixels: Tensor, mask: Tensor | str | Path, *,
+                jump_length: int = 10, resample: int = 10) -> Tensor:  # fmt: skip
+    """`repaint` of pixels [n, C, H, W] in [-1, 1] under a prepared request `run`: uint8."""
+    pipe, n = run.pipe, len(pixels)
     m_pix = resolve_mask(mask, n, pipe.image_shape, run.settings.seed)  # [n, 1, H, W]
     m = latent_mask(m_pix, pipe.shape).to(run.device)  # [n, 1, h, w] model space
     sigmas = run.grid()

@@ -14,7 +14,7 @@ from pathlib import Path
 from difflab.core.errors import UsageError
 from difflab.storage import checkpoint as ckpt
 
-FIELDS = ("classes", "prompts", "images")  # the request inputs, in ConditionRequest order
+FIELDS = ("classes", "prompts", "images", "negative_prompts")  # the request inputs
 _SHA: dict[tuple, str] = {}  # (path, size, mtime) → sha256
 
 
@@ -76,13 +76,19 @@ def grid_settings(base: dict, samples, given: dict) -> dict:
     return base | {"index": 0, "n": len(samples.x), "inputs": _inputs(samples.asked, given, None)}
 
 
-def sample_arguments(meta: dict, source: str | Path | None = None) -> tuple[Path, dict]:
+def sample_arguments(meta: dict, source: str | Path | None = None,
+                     init_given: bool = False) -> tuple[Path, dict]:  # fmt: skip
     """(model to load, `Pipeline.sample` keyword arguments) that re-make the image of `meta`;
-    `source` (optional) must be the same checkpoint (its sha256 is compared)."""
-    if meta.get("edit"):
+    `source` (optional) must be the same checkpoint (its sha256 is compared). An edit's settings
+    need its init image as well (`init_given`; see `remake.remake`)."""
+    edit = meta.get("edit")
+    if edit and not init_given:
+        made = (f" of an init image {edit['init_shape']} with sha256 {edit['init_sha256'][:12]}…"
+                if "init_sha256" in edit else " of an input image")  # fmt: skip
         raise UsageError(
-            f"the image was made by an edit ({meta['edit'].get('kind')}) of an input image the PNG "
-            "does not carry; re-make it in the web UI with the same input image"
+            f"the image was made by an edit ({edit.get('kind')}){made} that the PNG does not "
+            "carry, so the settings alone cannot re-make it; pass that image as `images` (the "
+            "web UI saves it as inputs/init.png beside the result)"
         )
     missing = [k for k in ("checkpoint", "sha256", "sampler", "steps", "seed") if k not in meta]
     if missing:

@@ -34,13 +34,22 @@ def build_app(session: Session) -> gr.Blocks:
                                       "class in turn)", visible=bool(cap["classes"]))  # fmt: skip
                 prompt = gr.Textbox(label="prompt (one per line, cycled)", lines=2,
                                     visible=cap["prompt"])  # fmt: skip
-                negative = gr.Textbox(label="negative prompt", visible=cap["negative"])
+                negative = gr.Textbox(label="negative prompt (one per line, cycled)",
+                                      visible=cap["negative"])  # fmt: skip
                 with gr.Group(visible=cap["edit"]) as edit:
-                    editor = gr.ImageEditor(label="init image (SDEdit); paint a mask to inpaint",
-                                            type="numpy", height=260, elem_classes="pixels")
+                    editor = gr.ImageEditor(label="init image (SDEdit), or the model's input "
+                                            "image; paint a mask to inpaint", type="numpy",
+                                            height=260, elem_classes="pixels")  # fmt: skip
                     mask = gr.Image(label="or upload a mask (white = repaint)", type="numpy",
                                     image_mode="L", height=140)  # fmt: skip
                     strength = gr.Slider(0.05, 1.0, value=0.6, step=0.05, label="strength (SDEdit)")
+                    with gr.Row(visible=not cap["image_cond"]) as travel:
+                        jump = gr.Number(1, precision=0, minimum=1, label="RePaint jump length")
+                        resample = gr.Number(1, precision=0, minimum=1, label="RePaint resample "
+                                             "(1 = replace only)")  # fmt: skip
+                    aug = gr.Slider(0.0, max(cap["aug_max"], 1e-3), value=cap["aug_level"],
+                                    label="noise augmentation of the low-res input (aug_level)",
+                                    visible=cap["aug_max"] > 0)  # fmt: skip
                 with gr.Row():
                     sampler = gr.Dropdown(cap["samplers"], value=cap["sampler"], label="sampler",
                                           allow_custom_value=True)  # checked by the callback
@@ -56,6 +65,10 @@ def build_app(session: Session) -> gr.Blocks:
                     seed = gr.Number(0, precision=0, label="seed (sample i uses seed + i)")
                     n = gr.Number(4, precision=0, minimum=1, label="batch size")
                     every = gr.Number(2, precision=0, minimum=1, label="preview every N steps")
+                refs = gr.File(label="reference images (ref= of guidance terms "
+                               f"{', '.join(cap['references'])} that name none)",
+                               file_count="multiple", file_types=["image"], type="filepath",
+                               height=90)  # fmt: skip
                 png = gr.File(label="load settings from a difflab PNG", file_types=[".png"],
                               type="filepath", height=90)  # fmt: skip
             with gr.Column(scale=1):
@@ -70,9 +83,10 @@ def build_app(session: Session) -> gr.Blocks:
                                      height=300, elem_classes="pixels", format="png")  # fmt: skip
                 status = gr.Markdown()
         form = [model, sampler, options, steps, discretization, guidance, seed, n, classes,
-                prompt, negative, editor, mask, strength, every]  # fmt: skip
+                prompt, negative, editor, mask, strength, every, jump, resample, aug, refs]  # fmt: skip
         model.change(session.model_inputs, model, [classes, prompt, negative, edit, sampler,
-                                                   options, steps, discretization, about])
+                                                   options, steps, discretization, about, travel,
+                                                   aug])  # fmt: skip
         run.click(session.generate, form, [preview, progress, gallery], api_name="generate",
                   concurrency_limit=1, concurrency_id="sampling")  # fmt: skip
         stop.click(session.cancel, None, status, queue=False, api_name="cancel")

@@ -22,6 +22,7 @@ from difflab.core.pngmeta import read_png_meta
 from difflab.inference.provenance import checkpoint_sha256, model_file
 from difflab.web import jobs
 from difflab.web.models import Models, capabilities
+from difflab.web.references import spec_text, with_references
 
 log = logging.getLogger("difflab.web")
 
@@ -45,13 +46,9 @@ def parse_options(text: str) -> dict:
     return out
 
 
-def spec_text(specs: list[dict]) -> str:
-    """[{"name": "cfg", "scale": "3"}] → 'cfg:scale=3' (parse_guidance's syntax)."""
-    def one(s):
-        opts = ",".join(f"{k}={v}" for k, v in s.items() if k != "name")
-        return s["name"] + (f":{opts}" if opts else "")
-
-    return "+".join(one(s) for s in specs)
+def lines(text: str | None) -> list[str]:
+    """The non-empty lines of a text box, stripped."""
+    return [p.strip() for p in (text or "").splitlines() if p.strip()]
 
 
 def editor_parts(editor) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -95,21 +92,26 @@ class Session:
             gr.update(value=cap["steps"]),
             gr.update(choices=cap["discretizations"], value=cap["discretization"]),
             f"{label}: {pipe!r}",
+            gr.update(visible=not cap["image_cond"]),
+            gr.update(visible=cap["aug_max"] > 0, maximum=max(cap["aug_max"], 1e-3),
+                      value=cap["aug_level"]),
         )
 
     # -------------------------------------------------------------- sampling
     def job(self, label, sampler, options, steps, discretization, guidance, seed, n, classes,
-            prompt, negative, editor, mask_image, strength, preview_every) -> tuple:  # fmt: skip
+            prompt, negative, editor, mask_image, strength, preview_every, jump_length=1,
+            resample=1, aug_level=None, refs=None) -> tuple:  # fmt: skip
         """(model path, pipeline, Job) of the form's values; UsageError on bad input."""
         path, pipe = self.models.get(label)
         cap = capabilities(pipe)
         if sampler not in cap["samplers"]:
             raise UsageError(f"unknown sampler {sampler!r}; choose one of: {', '.join(cap['samplers'])}")
-        prompts = [p.strip() for p in (prompt or "").splitlines() if p.strip()]
+        prompts = lines(prompt)
         if cap["prompt"] and not prompts and not classes:
             raise UsageError("this model is text-conditional and the prompt is empty; write a prompt")
+        negatives = lines(negative) if cap["negative"] else []
         given = {k: v for k, v in (("classes", [int(c) for c in classes or []]),
-                                   ("prompts", prompts)) if v}  # fmt: skip
+                                   ("prompts", prompts), ("negative_prompts", negatives)) if v}  # fmt: skip
         image, mask = editor_parts(editor)
         if mask_image is not None:
             if image is None:
@@ -117,11 +119,13 @@ class Session:
             mask_arr = np.asarray(mask_image)
             mask = (mask_arr[..., :3].mean(-1) if mask_arr.ndim == 3 else mask_arr) > 127
             jobs.check_mask(image, mask)
-        if negative and cap["negative"]:
-            guidance = "+".join(g for g in (f"cfg:negative={negative}", guidance) if g)
+        refs = [getattr(f, "name", f) for f in refs or []]
+        guidance = with_references(guidance or "", refs, self.out / "references")
         job = jobs.Job(n=int(n), seed=int(seed), sampler={"name": sampler, **parse_options(options)},
-                       steps=int(steps), discretization=discretization, guidance=guidance or "",
+                       steps=int(steps), discretization=discretization, guidance=guidance,
                        given=given, image=image, mask=mask, strength=float(strength),
+                       jump_length=int(jump_length or 1), resample=int(resample or 1),
+                       aug_level=None if aug_level is None or not cap["aug_max"] else float(aug_level),
                        preview_every=max(1, int(preview_every)),
                        preview_seconds=self.preview_seconds)  # fmt: skip
         return path, pipe, job
@@ -160,7 +164,9 @@ class Session:
                     sent = time.perf_counter()
                     yield (gr.skip() if image is None else image), progress_html(done, total), gr.skip()
                 elif kind == "done":
-                    yield last, progress_html(total, total, "done"), [str(p) for p in rest[0]]
+                    # the last step's preview was sent with it: not encoded and sent again
+                    shown = gr.skip() if last is not None else None
+                    yield shown, progress_html(total, total, "done"), [str(p) for p in rest[0]]
                     return
                 else:
                     yield from self._failed(rest[0], last, done, total)

@@ -1,9 +1,10 @@
-"""One UI request → one `Pipeline.sample` call: edits as `start`/`sigmas`/`step_hook`, previews
-of x̂0 from the callback, and a cancel that stops at the next step. No Gradio here.
+"""One UI request → one library call: `Pipeline.sample`, or an edit of `inference.remake`
+(SDEdit and RePaint of `inference.edit`, images to an image-conditional model); previews of x̂0
+from the callback, and a cancel that stops at the next step. No Gradio here.
 
-SDEdit (Meng et al. 2022, §3): x(σ_s) = x0 + σ_s·ε on the grid's tail that starts at the
-strength's σ. Inpainting (replacement method; Lugmayr et al. 2022, Eq. 8 without resampling):
-after each step the known region is re-noised to σ_{i+1} and pasted over x.
+The init image is fitted to the model's size here (a low-resolution input of an SR model is kept
+at its size) and saved as inputs/init.png beside the results, so `difflab sample --from-png
+IMG --image inputs/init.png` re-makes an edit bit for bit.
 """
 
 from __future__ import annotations
@@ -16,17 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from difflab.core.errors import UsageError
-from difflab.core.imageio import fit_image, image_grid, pixels_to_uint8, save_images
-from difflab.core.schedules import discretize
+from difflab.core.imageio import fit_image, image_grid, pixels_to_uint8, save_images, to_pil
 from difflab.inference import provenance
-from difflab.inference.generate import SeededNoise
-
-EDIT_SEED = 1 << 32  # edit noise of sample i draws from seed + i + EDIT_SEED (not the sampler's)
+from difflab.inference.edit import repaint_steps, sdedit_sigmas
+from difflab.inference.pipeline import Samples
+from difflab.inference.remake import edit_record, run_edit
 
 
 class Cancelled(Exception):
@@ -35,7 +34,8 @@ class Cancelled(Exception):
 
 @dataclass
 class Job:
-    """What the UI asked for; `given` holds the request inputs (classes, prompts, images)."""
+    """What the UI asked for; `given` holds the request inputs (classes, prompts, negative
+    prompts)."""
 
     n: int
     seed: int
@@ -44,20 +44,26 @@ class Job:
     discretization: str | None = None
     guidance: str = ""
     given: dict = field(default_factory=dict)
-    image: np.ndarray | None = None  # init image [H, W, C] uint8 (SDEdit / inpainting)
+    image: np.ndarray | None = None  # init image [H, W, C] uint8 (edit / image condition)
     mask: np.ndarray | None = None  # [H, W] bool, True = repaint (inpainting)
     strength: float = 1.0  # SDEdit: the fraction of the σ grid re-run
+    jump_length: int = 1  # RePaint's time travel: jump length and resample count
+    resample: int = 1  # (1: replacement only, no time travel)
+    aug_level: float | None = None  # an SR model's noise-augmentation level (None: its config's)
     preview_every: int = 1
     preview_seconds: float = 0.25  # and at most one preview per this many seconds (and the last)
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
-def model_image(pipe, image: np.ndarray, resample=Image.Resampling.BICUBIC) -> Tensor:
-    """An uploaded [H, W(, C)] uint8 array → uint8 [C, H, W] at the model's image shape."""
-    c, h, w = pipe.image_shape
+def model_image(pipe, image: np.ndarray, resample=Image.Resampling.BICUBIC,
+                size: int | None = None) -> Tensor:  # fmt: skip
+    """An uploaded [H, W(, C)] uint8 array → uint8 [C, H, W] at the model's image size (or
+    `size`), as `core.imageio.load_image` reads a file."""
+    c, h, _ = pipe.image_shape
+    size = size or h
     im = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    im = fit_image(im.convert("L" if c == 1 else "RGB"), h, resample)
-    arr = np.asarray(im, dtype=np.uint8).reshape(h, w, c)
+    im = fit_image(im.convert("L" if c == 1 else "RGB"), size, resample)
+    arr = np.asarray(im, dtype=np.uint8).reshape(size, size, c)
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)  # [C, H, W]
 
 
@@ -70,40 +76,46 @@ def check_mask(image: np.ndarray, mask: np.ndarray) -> None:
         )
 
 
-def edit_noise(seed: int, n: int) -> SeededNoise:
-    """Per-sample seeded noise for edits, apart from the sampler's stream of the same seed."""
-    return SeededNoise(list(range(seed + EDIT_SEED, seed + EDIT_SEED + n)))
-
-
-def edit_arguments(pipe, job: Job) -> tuple[dict, dict | None]:
-    """(`start`/`sigmas`/`step_hook` for `Pipeline.sample`, the edit recorded in the PNG)."""
+def edit_kind(pipe, job: Job) -> str | None:
+    """None (plain sampling), "condition" (an image-conditional model), "sdedit" or "inpaint"."""
     if job.image is None:
         if job.mask is not None:
             raise UsageError("a mask was given without an init image; upload the image to edit")
-        return {}, None
+        return None
     if not pipe.is_image:
         raise UsageError("this model makes points, not images; remove the init image")
-    x0 = pipe.encode(model_image(pipe, job.image)[None])  # [1, *shape] model space
-    s = pipe.settings(steps=job.steps, discretization=job.discretization)
-    sigmas = discretize(pipe.denoiser.schedule, s.discretization, s.steps)  # [steps + 1]
-    noise = edit_noise(job.seed, job.n)
+    if "images" in getattr(pipe.conditioner, "takes", ()):
+        return "condition"
+    return "sdedit" if job.mask is None else "inpaint"
+
+
+def edit_inputs(pipe, job: Job, kind: str) -> tuple[Tensor, Tensor | None]:
+    """(init uint8 [C, H, W], keep mask [1, 1, H, W] (1 = keep) or None) of an edit."""
+    cond = pipe.conditioner
+    takes_masks = kind != "condition" or "masks" in getattr(cond, "takes", ())
+    if job.mask is not None and not takes_masks:
+        raise UsageError("this model takes no inpainting mask; clear the painted mask")
+    if kind == "condition" and takes_masks and job.mask is None:
+        raise UsageError("this model inpaints: paint the region to fill on the image")
+    c, h, w = pipe.image_shape
+    factor = getattr(cond, "factor", None) if getattr(cond, "source", "") == "lowres" else None
+    small = factor and job.image.shape[:2] == (h // factor, w // factor)
+    init = model_image(pipe, job.image, size=h // factor if small else None)
     if job.mask is None:
-        if not 0.0 < job.strength <= 1.0:
-            raise UsageError(f"strength must be in (0, 1], got {job.strength}")
-        first = min(s.steps - 1, s.steps - round(s.steps * job.strength))
-        tail = sigmas[first:]
-        start = x0 + tail[0].float() * noise(x0.expand(job.n, *x0.shape[1:]))  # [n, *shape]
-        return {"start": start, "sigmas": tail}, {"kind": "sdedit", "strength": job.strength}
+        return init, None
     check_mask(job.image, job.mask)
-    m = model_image(pipe, job.mask.astype(np.uint8) * 255, Image.Resampling.NEAREST)[:1]
-    m = F.interpolate(m[None].float() / 255, size=pipe.shape[-2:], mode="nearest")  # [1,1,h,w]
+    painted = model_image(pipe, job.mask.astype(np.uint8) * 255, Image.Resampling.NEAREST)[:1]
+    return init, (painted[None] < 128).float()  # [1, 1, H, W]
 
-    def paste(x: Tensor, i: int, sigma_next: Tensor) -> Tensor:
-        """Known region re-noised to σ_{i+1}, the masked region as sampled."""
-        known = x0.to(x.device) + sigma_next.to(x.dtype) * noise(x)
-        return m.to(x.device) * x + (1 - m.to(x.device)) * known
 
-    return {"step_hook": paste}, {"kind": "inpaint", "mask_pixels": int(job.mask.sum())}
+def edit_steps(pipe, job: Job, kind: str | None) -> int:
+    """Denoising steps the job's callback reports (per batch)."""
+    steps = pipe.settings(steps=job.steps).steps
+    if kind == "sdedit":
+        return len(sdedit_sigmas(torch.zeros(steps + 1), job.strength)) - 1
+    if kind == "inpaint":
+        return repaint_steps(steps, job.jump_length, job.resample)
+    return steps
 
 
 def preview(pipe, denoised: Tensor) -> np.ndarray:
@@ -119,34 +131,42 @@ def run(
 ) -> list[Path]:  # fmt: skip
     """Sample `job` with `pipe` (loaded from `source`), write its PNGs with their settings into
     `out`, and return their paths; `on_step(done, total, preview or None)` after every step."""
-    edit, record = edit_arguments(pipe, job)
-    s = pipe.settings(sampler=job.sampler, steps=job.steps, discretization=job.discretization,
-                      batch_size=job.n, seed=job.seed)  # fmt: skip
-    total = len(edit["sigmas"]) - 1 if "sigmas" in edit else s.steps
-    batches = -(-job.n // s.batch_size)
-
+    kind = edit_kind(pipe, job)
+    init, keep = edit_inputs(pipe, job, kind) if kind else (None, None)
+    total = edit_steps(pipe, job, kind)
     shown = [-float("inf")]  # when the last preview was drawn
 
     def callback(info: dict) -> None:
         if job.cancel.is_set():
             raise Cancelled
-        done = info["i"] + 1 + total * (info["start"] // s.batch_size)
+        done = info.get("step", info["i"]) + 1
         now = time.perf_counter()
-        show = (info["i"] % job.preview_every == 0 and now - shown[0] >= job.preview_seconds
-                or info["i"] == total - 1)  # fmt: skip
+        show = ((done - 1) % job.preview_every == 0 and now - shown[0] >= job.preview_seconds
+                or done == total)  # fmt: skip
         if show:
             shown[0] = now
         if on_step is not None:
-            on_step(done, total * batches, preview(pipe, info["denoised"]) if show else None)
+            on_step(done, total, preview(pipe, info["denoised"]) if show else None)
 
-    guidance = [job.guidance] if job.guidance.strip() else []
-    samples = pipe.sample(job.n, seed=job.seed, sampler=job.sampler, steps=job.steps,
-                          discretization=job.discretization, guidance=guidance,
-                          batch_size=job.n, callback=callback, **job.given, **edit)  # fmt: skip
+    options = dict(seed=job.seed, sampler=job.sampler, steps=job.steps,
+                   discretization=job.discretization, batch_size=job.n, callback=callback,
+                   guidance=[job.guidance] if job.guidance.strip() else [], **job.given)  # fmt: skip
+    folder = next_folder(out)
+    if kind is None:
+        samples = pipe.sample(job.n, **options)
+        images, record = pipe.to_images(samples.x), None
+    else:
+        opts = {"strength": job.strength} if kind == "sdedit" else (
+            {"jump_length": job.jump_length, "resample": job.resample} if kind == "inpaint"
+            else {"aug_level": job.aug_level})  # fmt: skip
+        record = edit_record(kind, init, keep, **opts)
+        images, settings, asked = run_edit(pipe, record, init, job.n, keep, **options)
+        samples = Samples(images, asked, settings)
+        folder.joinpath("inputs").mkdir(parents=True)
+        to_pil(init.numpy()).save(folder / "inputs" / "init.png")
     base = provenance.run_settings(source, pipe, samples, record)
     metas = provenance.image_settings(base, samples, job.given)
-    images = pipe.to_images(samples.x).numpy()
-    return save_images(images, next_folder(out), meta=metas)
+    return save_images(images.numpy(), folder, meta=metas)
 
 
 def next_folder(out: Path) -> Path:

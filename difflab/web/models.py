@@ -13,6 +13,7 @@ from difflab.inference.pipeline import Pipeline, load
 from difflab.samplers.base import SAMPLERS
 from difflab.storage import checkpoint as ckpt
 from difflab.storage.formats import find_format
+from difflab.web.references import reference_terms
 
 
 def loadable(path: Path) -> bool:
@@ -84,9 +85,13 @@ def capabilities(pipe: Pipeline) -> dict:
         "classes": [(names[k] if k < len(names) else str(k), k) for k in range(n_classes)]
         if "classes" in takes else [],  # fmt: skip
         "prompt": "prompts" in takes,
-        "negative": takes_option(GUIDANCES, "cfg", "negative"),
-        "image_cond": "images" in takes,
-        "edit": pipe.is_image,  # SDEdit / inpainting work on any image model
+        "negative": "negative_prompts" in takes,  # CFG's null condition (text models)
+        "image_cond": "images" in takes,  # the editor's image conditions the model
+        "masks": "masks" in takes,  # a trained inpainting model: the painted mask is `masks`
+        "aug_max": float(getattr(cond, "aug_max", 0.0) or 0.0),  # SR noise augmentation
+        "aug_level": float(getattr(cond, "aug_level", 0.0) or 0.0),
+        "edit": pipe.is_image,  # SDEdit / RePaint on any image model (or its image condition)
+        "references": reference_terms(),
         "samplers": SAMPLERS.names(),
         "discretizations": DISCRETIZATIONS.names(),
         "guidances": {n: GUIDANCES.meta(n).get("kind", "") for n in GUIDANCES.names()},
