@@ -56,3 +56,12 @@ def test_unknown_file_key_and_bad_toml(tmp_path):
         read_config_file(tmp_path / "b.toml")
     with pytest.raises(UsageError, match="unknown config key 'extra'"):
         from_dict({"extra": {}}, Config)
+
+
+def test_builtin_name_wins_over_a_folder_of_that_name(tmp_path, monkeypatch):
+    """A folder called `demo` (e.g. an earlier --out) must not hide the built-in `demo` config."""
+    from difflab.core.config import BUILTIN_DIR, read_config_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()
+    assert read_config_file("demo") == read_config_file(BUILTIN_DIR / "demo.toml")

@@ -214,7 +214,7 @@ def builtin_configs() -> list[str]:
 def read_config_file(path_or_name: str | Path) -> dict:
     """Parse a TOML/JSON config file, or a built-in config by name (see `difflab list configs`)."""
     path = Path(path_or_name)
-    if not path.exists() and (BUILTIN_DIR / f"{path_or_name}.toml").exists():
+    if not path.is_file() and (BUILTIN_DIR / f"{path_or_name}.toml").exists():
         path = BUILTIN_DIR / f"{path_or_name}.toml"
     if not path.is_file():
         raise UsageError(
