@@ -251,3 +251,17 @@ def test_library_edits_run_on_a_loaded_pipeline(sd_root, tmp_path):
     assert not torch.equal(out[~keep], image[~keep])
     edited = sdedit(pipe, image, strength=0.5, prompts=PROMPT, steps=4)
     assert edited.shape == image.shape and edited.dtype == torch.uint8
+
+
+def test_the_web_ui_lists_diffusers_folders_beside_difflab_runs(sd_root, tmp_path):
+    """`difflab serve DIR` finds a diffusers pipeline folder and a UNet2DModel folder, and shows
+    the prompt and negative-prompt inputs for the text-to-image one."""
+    require_module("gradio")
+    from difflab.web.models import Models, capabilities, find_models
+
+    shutil.copytree(sd_root, tmp_path / "sd")
+    unet2d_folder(tmp_path / "ddpm", num_classes=None)
+    found = find_models(tmp_path)
+    assert set(found) == {"sd", "ddpm/unet"}
+    caps = capabilities(Models(tmp_path).get("sd")[1])
+    assert caps["prompt"] and caps["negative"]
