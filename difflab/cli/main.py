@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a one-line usage error (Parser.error)
         return exit_.code if isinstance(exit_.code, int) else 2
+    except KeyboardInterrupt:
+        print("difflab: interrupted", file=sys.stderr)
+        return 130
     try:
         for name in ("n", "batch_size", "steps"):
             value = getattr(args, name, None)
