@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
+from difflab.cli.outputs import add_overwrite
 from difflab.cli.request_args import add_request_arguments
 from difflab.cli.training import progress_bar, run_training
 from difflab.core.config import builtin_configs, load_config, parse_value, to_toml
@@ -40,50 +42,50 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    from difflab.cli.outputs import SampleDir, check_sample_dir
     from difflab.cli.request_args import request_options
-    from difflab.core.imageio import save_grid, save_images
-    from difflab.evaluation.plots import plot_points
     from difflab.inference.pipeline import load
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory for the samples")
-    pipe = load(args.ckpt)
+    check_sample_dir(out, args.overwrite)  # before loading or sampling anything
     sampler = {"name": args.sampler} if args.sampler else {}  # no name: the config's sampler
     if args.eta is not None:
         sampler["eta"] = args.eta
     for item in args.option:
         key, _, value = item.partition("=")
         sampler[key] = parse_value(value)
+        if isinstance(sampler[key], float) and not math.isfinite(sampler[key]):
+            raise UsageError(f"--option {item}: {key} must be a finite number")
+    pipe = load(args.ckpt)
     chosen = dict(sampler=sampler or None, steps=args.steps, discretization=args.discretization,
                   batch_size=args.batch_size, seed=args.seed)  # fmt: skip
     settings = pipe.settings(**chosen)
     n_batches = -(-args.n // settings.batch_size)
     bar = progress_bar(n_batches * settings.steps, "sample", args.quiet)
     start = time.perf_counter()
-    result = pipe.sample(args.n, **chosen, **request_options(args),
-                         callback=lambda info: bar.update(1))  # fmt: skip
+    batches, asked, _ = pipe.stream(args.n, **chosen, **request_options(args),
+                                    callback=lambda info: bar.update(1))  # fmt: skip
+    batches = iter(batches)
+    first = next(batches)  # the first batch checks every option before the folder is touched
+    target = SampleDir(out)
+    for x in _chain(first, batches):
+        if pipe.is_image:
+            target.add_images(pipe.to_images(x).numpy())
+        else:
+            target.add_points(pipe.to_images(x).numpy())
     bar.close()
     seconds = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    if pipe.is_image:
-        images = pipe.to_images(result.x).numpy()
-        save_images(images, out / "images")
-        save_grid(images, out / "grid.png")
-        written = f"{out / 'grid.png'} and {len(images)} PNGs in {out / 'images'}"
-    else:
-        import numpy as np
-
-        points = pipe.to_images(result.x).numpy()
-        np.savetxt(out / "samples.csv", points, delimiter=",", fmt="%.6f")
-        plot_points(points, out / "samples.png")
-        written = f"{out / 'samples.png'} and {out / 'samples.csv'}"
-    if result.asked:  # what each sample was conditioned on, in sample order
-        (out / "labels.json").write_text(json.dumps(result.asked, indent=1) + "\n")
-        written += f", {out / 'labels.json'}"
+    if asked:  # what each sample was conditioned on, in sample order
+        (out / "labels.json").write_text(json.dumps(asked, indent=1) + "\n")
+    written = target.finish() + (f", {out / 'labels.json'}" if asked else "")
     name = settings.sampler["name"]
     print(f"{args.n} samples ({name}, {settings.steps} steps) in {seconds:.1f}s: {written}")
     return 0
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
 
 
 LISTS = ("samplers", "schedules", "params", "nets", "datasets", "discretizations", "densities",
@@ -171,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sampler option, e.g. --option s_churn=10")  # fmt: skip
     s.add_argument("--batch-size", type=int, default=64)
+    add_overwrite(s, "sample set in --out")
     add_request_arguments(s, what="samples")
     s.set_defaults(func=cmd_sample)
 
@@ -201,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, name, None)
             if isinstance(value, int) and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        for name, value in vars(args).items():  # --eta inf, --lr nan: refused before any work
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         return args.func(args)
     except (UsageError, TrainingError) as err:
         if args.debug:

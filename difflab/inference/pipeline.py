@@ -12,7 +12,7 @@ from the codec. Sample i depends on seed + i only, never on the batch size.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,7 +128,7 @@ class Pipeline:
             seed=int(d["seed"] if seed is None else seed),
         )
 
-    def sample(
+    def stream(
         self,
         n: int | None = None,
         *,
@@ -146,8 +146,9 @@ class Pipeline:
         start: Tensor | None = None,
         sigmas: Tensor | Sequence[float] | None = None,
         step_hook: Callable | None = None,
-    ) -> Samples:
-        """Model-space samples with what each asked for (see `__call__` for the arguments)."""
+    ) -> tuple[Iterator[Tensor], dict, Settings]:
+        """(model-space batches [b, *shape] generated lazily, what each sample asked for, the
+        settings): `sample` without holding every sample in memory (same arguments)."""
         n = _count(self.defaults["n"] if n is None else n, "n")
         s = self.settings(sampler=sampler, steps=steps, discretization=discretization,
                           guidance=guidance, batch_size=batch_size, seed=seed)  # fmt: skip
@@ -164,6 +165,11 @@ class Pipeline:
             guidance=chain, callback=callback, device=device, start=start, sigmas=sigmas,
             step_hook=step_hook,
         )  # fmt: skip
+        return batches, asked, s
+
+    def sample(self, n: int | None = None, **options: Any) -> Samples:
+        """Model-space samples with what each asked for (see `__call__` for the arguments)."""
+        batches, asked, s = self.stream(n, **options)
         return Samples(torch.cat([b.cpu() for b in batches]), asked, s)
 
     @torch.inference_mode()

@@ -1,0 +1,99 @@
+"""Output paths of the CLI: checked before any work, never overwritten without --overwrite, and a
+sample folder that streams images to disk in batches, marked INCOMPLETE until it is done."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from difflab.core.errors import UsageError
+
+GRID_MAX = 256  # tiles in grid.png; every sample is still written to images/
+INCOMPLETE = "INCOMPLETE"
+SAMPLE_FILES = ("grid.png", "labels.json", "samples.csv", "samples.png", INCOMPLETE)
+
+
+def add_overwrite(parser, what: str = "--out") -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {what}")
+
+
+def _writable_parent(path: Path, flag: str) -> None:
+    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {parent} is not a writable folder; pick another path")
+
+
+def check_output_file(path: str | None, flag: str, overwrite: bool = False) -> None:
+    """A file the command will write: not a folder, in a writable place, not there yet unless
+    `overwrite` (checked before the command computes anything)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file path")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{flag} {path} exists; pass --overwrite to replace it or pick a new path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{flag} {path} is read-only; pick another path")
+    _writable_parent(path, flag)
+
+
+def check_sample_dir(out: Path, overwrite: bool) -> None:
+    """--out of `sample`: a new or empty folder, or (with --overwrite) an old sample set."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give a directory for the samples")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UsageError(
+            f"--out {out} already holds files; pass --overwrite to replace the sample set there "
+            "or pick a new folder"
+        )
+    _writable_parent(out, "--out")
+
+
+class SampleDir:
+    """Writes a sample set into `out` batch by batch: INCOMPLETE first, removed by `finish`."""
+
+    def __init__(self, out: Path):
+        self.out, self.count, self.grid, self.points = Path(out), 0, [], []
+        self.out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.out / "images", ignore_errors=True)  # an old set (--overwrite)
+        for name in SAMPLE_FILES:
+            (self.out / name).unlink(missing_ok=True)
+        (self.out / INCOMPLETE).write_text(
+            "this sample set was interrupted; rerun `difflab sample` with --overwrite\n"
+        )
+
+    def add_images(self, images: np.ndarray) -> None:
+        """uint8 images [b, C, H, W] → images/NNNNNN.png; the first GRID_MAX kept for the grid."""
+        from difflab.core.imageio import save_images
+
+        save_images(images, self.out / "images", first_index=self.count)
+        self.count += len(images)
+        room = GRID_MAX - sum(map(len, self.grid))
+        if room > 0:
+            self.grid.append(images[:room])
+
+    def add_points(self, points: np.ndarray) -> None:
+        self.points.append(points)
+        self.count += len(points)
+
+    def finish(self) -> str:
+        """Write the grid (or the point plot and CSV), remove INCOMPLETE; what was written."""
+        from difflab.core.imageio import save_grid
+        from difflab.evaluation.plots import plot_points
+
+        if self.points:
+            points = np.concatenate(self.points)
+            np.savetxt(self.out / "samples.csv", points, delimiter=",", fmt="%.6f")
+            plot_points(points, self.out / "samples.png")
+            written = f"{self.out / 'samples.png'} and {self.out / 'samples.csv'}"
+        else:
+            save_grid(np.concatenate(self.grid), self.out / "grid.png")
+            first = f"first {GRID_MAX} of " if self.count > GRID_MAX else ""
+            written = (f"{self.out / 'grid.png'} ({first}{self.count}) and {self.count} PNGs in "
+                       f"{self.out / 'images'}")  # fmt: skip
+        (self.out / INCOMPLETE).unlink()
+        return written
