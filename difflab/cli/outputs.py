@@ -20,10 +20,11 @@ def add_overwrite(parser, what: str = "--out") -> None:
     parser.add_argument("--overwrite", action="store_true", help=f"replace an existing {what}")
 
 
-def _writable_parent(path: Path, flag: str) -> None:
-    parent = next((p for p in [path, *path.parents] if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {path}: {parent} is not a writable folder; pick another path")
+def _writable_folder(folder: Path, flag: str, path: Path) -> None:
+    """The nearest existing one of `folder` and its parents must be a writable folder."""
+    found = next((p for p in [folder, *folder.parents] if p.exists()), Path("."))
+    if not found.is_dir() or not os.access(found, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: {found} is not a writable folder; pick another path")
 
 
 def check_output_file(path: str | None, flag: str, overwrite: bool = False) -> None:
@@ -38,7 +39,7 @@ def check_output_file(path: str | None, flag: str, overwrite: bool = False) -> N
         raise UsageError(f"{flag} {path} exists; pass --overwrite to replace it or pick a new path")
     if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"{flag} {path} is read-only; pick another path")
-    _writable_parent(path, flag)
+    _writable_folder(path.parent, flag, path)
 
 
 def check_sample_dir(out: Path, overwrite: bool) -> None:
@@ -50,7 +51,7 @@ def check_sample_dir(out: Path, overwrite: bool) -> None:
             f"--out {out} already holds files; pass --overwrite to replace the sample set there "
             "or pick a new folder"
         )
-    _writable_parent(out, "--out")
+    _writable_folder(out, "--out", out)
 
 
 class SampleDir:
