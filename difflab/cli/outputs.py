@@ -7,8 +7,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-
 from difflab.core.errors import UsageError
 
 GRID_MAX = 256  # tiles in grid.png; every sample is still written to images/
@@ -67,7 +65,7 @@ class SampleDir:
             "this sample set was interrupted; rerun `difflab sample` with --overwrite\n"
         )
 
-    def add_images(self, images: np.ndarray) -> None:
+    def add_images(self, images) -> None:
         """uint8 images [b, C, H, W] → images/NNNNNN.png; the first GRID_MAX kept for the grid."""
         from difflab.core.imageio import save_images
 
@@ -77,12 +75,14 @@ class SampleDir:
         if room > 0:
             self.grid.append(images[:room])
 
-    def add_points(self, points: np.ndarray) -> None:
+    def add_points(self, points) -> None:
         self.points.append(points)
         self.count += len(points)
 
     def finish(self) -> str:
         """Write the grid (or the point plot and CSV), remove INCOMPLETE; what was written."""
+        import numpy as np
+
         from difflab.core.imageio import save_grid
         from difflab.evaluation.plots import plot_points
 
