@@ -74,7 +74,10 @@ def damage(run: Path, event: str) -> None:
     elif event == "flip-state":
         flip_payload_byte(ckpt.state_path(newest), 0.3)
     else:
-        state, config, info = ckpt.load_model_file(newest)
+        try:
+            state, config, info = ckpt.load_model_file(newest)
+        except ValueError:  # damaged by an earlier round already
+            return
         next(iter(state.values())).view(-1)[0] = float("nan")
         ckpt.save_model(newest, state, config, info)
 
