@@ -1,7 +1,7 @@
 """Kill-and-resume check: a tiny digits run interrupted by random events resumes to the weights of an
 uninterrupted run (sha256 of EMA + raw weights + optimizer state).
 
-    python bench/kill_resume.py [--rounds 24] [--steps 80] [--seed 0] [--out bench-out/kill_resume]
+    python bench/kill_resume.py [--rounds 24] [--steps 300] [--seed 0] [--out bench-out/kill_resume]
 
 Events, drawn at random once the run has passed a random step: SIGKILL, SIGTERM, SIGINT; SIGKILL
 then flipped bytes in the newest model file or resume state, or NaN weights in the newest model
@@ -85,7 +85,7 @@ def damage(run: Path, event: str) -> None:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=24)
-    p.add_argument("--steps", type=int, default=80)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="bench-out/kill_resume")
     args = p.parse_args()

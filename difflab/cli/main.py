@@ -190,8 +190,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from difflab.core.errors import TrainingError
-
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a one-line usage error (Parser.error)
@@ -199,6 +197,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("difflab: interrupted", file=sys.stderr)
         return 130
+    with _Interrupts() as interrupts:
+        return _dispatch(args, interrupts)
+
+
+def _dispatch(args, interrupts) -> int:
+    """Run the command; errors → one line and an exit status."""
+    from difflab.core.errors import TrainingError
+
     try:
         for name in ("n", "batch_size", "steps"):
             value = getattr(args, name, None)
@@ -216,6 +222,38 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("difflab: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # Ctrl-C inside an import can resurface as another error
+        if args.debug or not interrupts.seen:
+            raise
+        print("difflab: interrupted", file=sys.stderr)
+        return 130
+
+
+class _Interrupts:
+    """SIGINT → KeyboardInterrupt, remembered: a Ctrl-C swallowed inside a library's import can
+    resurface as another error (e.g. a RecursionError from a half-imported numpy)."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 if __name__ == "__main__":
