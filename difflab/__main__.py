@@ -2,6 +2,10 @@
 
 import sys
 
-from difflab.cli.main import main
+try:
+    from difflab.cli.main import main
+except KeyboardInterrupt:  # Ctrl-C while the command's modules load: one line, no traceback
+    print("difflab: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 sys.exit(main())

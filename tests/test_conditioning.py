@@ -217,5 +217,5 @@ def test_text_conditional_model_trains_and_samples_from_prompts(tmp_path, capsys
     assert main(argv + ["--prompt", "a handwritten seven", "--prompt", "a handwritten one"]) == 0
     asked = json.loads((out / "labels.json").read_text())
     assert asked == {"prompts": ["a handwritten seven", "a handwritten one", "a handwritten seven"]}
-    assert main(argv + ["--class", "12"]) == 2
+    assert main(argv + ["--class", "12", "--overwrite"]) == 2  # --out holds the set above
     assert "outside this model's classes 0..9" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from difflab.cli.outputs import add_overwrite, check_output_file
 from difflab.cli.request_args import add_request_arguments
 from difflab.core.config import parse_value
 from difflab.core.errors import UsageError
@@ -29,8 +30,29 @@ def feature_spec(name: str | None, weights: str | None) -> dict:
 
 def data_spec(text: str) -> dict | str:
     """A dataset name, an inline TOML table ("{name='digits', split='test'}") or a folder path."""
-    value = parse_value(text) if text.startswith("{") else text
-    return value
+    if text.startswith("{"):
+        return parse_value(text)
+    from difflab.data.datasets import DATASETS
+
+    if text not in DATASETS and Path(text).is_dir():  # an image folder (its own channels)
+        return {"name": "folder", "path": text, "channels": folder_channels(Path(text))}
+    return text
+
+
+def folder_channels(path: Path) -> int:
+    """1 when the folder's first image is grayscale (L, I;16, ...), else 3."""
+    from PIL import Image
+
+    from difflab.core.imageio import image_files
+
+    files = image_files(path)
+    if not files:
+        return 3
+    try:
+        with Image.open(files[0]) as im:
+            return 1 if im.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F") else 3
+    except OSError:
+        return 3  # the dataset reports the unreadable file
 
 
 def cmd_train_features(args) -> int:
@@ -38,6 +60,7 @@ def cmd_train_features(args) -> int:
 
     from difflab.evaluation.features import train_feature_net
 
+    check_output_file(args.out, "--out", args.overwrite)
     bar = tqdm(total=args.steps, desc="train-features", disable=args.quiet, leave=False)
     path = train_feature_net(
         data_spec(args.data), steps=args.steps, batch_size=args.batch_size, seed=args.seed,
@@ -52,6 +75,7 @@ def cmd_ref_stats(args) -> int:
     from difflab.evaluation.evaluate import reference_stats, save_ref
     from difflab.evaluation.features import load_feature_net
 
+    check_output_file(args.out, "--out", args.overwrite)
     net = load_feature_net(feature_spec(args.features, args.weights))
     ref = reference_stats(data_spec(args.data), net, args.n)
     save_ref(args.out, ref)
@@ -97,6 +121,8 @@ def cmd_eval(args) -> int:
     from difflab.evaluation.features import load_feature_net
     from difflab.storage import checkpoint as ckpt
 
+    check_output_file(args.out, "--out", args.overwrite)
+    check_output_file(args.plot, "--plot", args.overwrite)
     ref = load_ref(args.ref)
     if args.features is None and ref["feature_net"] != "raw":
         raise UsageError(
@@ -161,6 +187,7 @@ def add_commands(sub, common) -> None:
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch-size", type=int, default=128)
     t.add_argument("--seed", type=int, default=0)
+    add_overwrite(t)
     t.set_defaults(func=cmd_train_features)
 
     r = sub.add_parser("ref-stats", parents=[common], help="feature statistics of real data")
@@ -169,6 +196,7 @@ def add_commands(sub, common) -> None:
     r.add_argument("--features", help="raw | inception | domain net .safetensors")
     r.add_argument("--weights", help="Inception weights file (pt_inception-2015-12-05-*.pth)")
     r.add_argument("-n", type=int, help="number of items (default: all)")
+    add_overwrite(r)
     r.set_defaults(func=cmd_ref_stats)
 
     e = sub.add_parser("eval", parents=[common], help="FD / KID / IS / precision-recall")
@@ -188,4 +216,5 @@ def add_commands(sub, common) -> None:
     e.add_argument("--all-checkpoints", action="store_true",
                    help="evaluate every checkpoint of the run dir (FD vs training step)")  # fmt: skip
     e.add_argument("--plot", help="write a PNG of FD vs training step or vs sampling steps")
+    add_overwrite(e, "--out / --plot file")
     e.set_defaults(func=cmd_eval)

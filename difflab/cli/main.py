@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from difflab.cli.export import add_commands as add_export_commands
 from difflab.cli.from_png import remake_edit
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
+from difflab.cli.outputs import add_overwrite
 from difflab.cli.request_args import add_request_arguments
 from difflab.cli.serve import add_commands as add_serve_commands
 from difflab.cli.training import progress_bar, run_training
@@ -44,17 +46,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    import torch
+
+    from difflab.cli.outputs import SampleDir, check_sample_dir
     from difflab.cli.request_args import request_options
-    from difflab.core.imageio import save_grid, save_images
-    from difflab.evaluation.plots import plot_points
     from difflab.inference import provenance
-    from difflab.inference.pipeline import load
+    from difflab.inference.pipeline import Samples, load
 
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a directory for the samples")
     if args.ckpt is not None and args.ckpt.endswith(".toml"):  # a cascade of stage checkpoints
         return sample_cascade(args, out)
+    check_sample_dir(out, args.overwrite)  # before loading or sampling anything
     if args.from_png:
         ckpt, chosen, given, meta = _from_png(args)
         if meta.get("edit"):  # an edit: re-made from its init image (--image)
@@ -69,34 +71,31 @@ def cmd_sample(args) -> int:
     n_batches = -(-chosen["n"] // settings.batch_size)
     bar = progress_bar(n_batches * settings.steps, "sample", args.quiet)
     start = time.perf_counter()
-    result = pipe.sample(**chosen, **given, callback=lambda info: bar.update(1))
+    batches, asked, settings = pipe.stream(**chosen, **given,
+                                           callback=lambda info: bar.update(1))  # fmt: skip
+    batches = iter(batches)
+    first = next(batches)  # the first batch checks every option before the folder is touched
+    # the settings and what each sample asked for (the samples themselves are streamed)
+    record = Samples(torch.empty(chosen["n"], 0), asked, settings)
+    base = provenance.run_settings(ckpt, pipe, record)
+    metas = provenance.image_settings(base, record, given)
+    grid_meta, start_index = provenance.grid_settings(base, record, given), 0
+    if meta is not None:  # --from-png: the same settings, so the same bytes
+        if meta["n"] == 1:
+            metas, start_index = [meta], meta["index"]
+        else:
+            grid_meta = meta
+    target = SampleDir(out, start_index)
+    for x in _chain(first, batches):
+        if pipe.is_image:
+            target.add_images(pipe.to_images(x).numpy(), metas[target.count - start_index :])
+        else:
+            target.add_points(pipe.to_images(x).numpy())
     bar.close()
     seconds = time.perf_counter() - start
-    out.mkdir(parents=True, exist_ok=True)
-    if pipe.is_image:
-        images = pipe.to_images(result.x).numpy()
-        base = provenance.run_settings(ckpt, pipe, result)
-        metas = provenance.image_settings(base, result, given)
-        grid_meta = provenance.grid_settings(base, result, given)
-        first = 0
-        if meta is not None:  # --from-png: the same settings, so the same bytes
-            if meta["n"] == 1:
-                metas, first = [meta], meta["index"]
-            else:
-                grid_meta = meta
-        save_images(images, out / "images", first, metas)
-        save_grid(images, out / "grid.png", meta=grid_meta)
-        written = f"{out / 'grid.png'} and {len(images)} PNGs in {out / 'images'}"
-    else:
-        import numpy as np
-
-        points = pipe.to_images(result.x).numpy()
-        np.savetxt(out / "samples.csv", points, delimiter=",", fmt="%.6f")
-        plot_points(points, out / "samples.png")
-        written = f"{out / 'samples.png'} and {out / 'samples.csv'}"
-    if result.asked:  # what each sample was conditioned on, in sample order
-        (out / "labels.json").write_text(json.dumps(result.asked, indent=1) + "\n")
-        written += f", {out / 'labels.json'}"
+    if asked:  # what each sample was conditioned on, in sample order
+        (out / "labels.json").write_text(json.dumps(asked, indent=1) + "\n")
+    written = target.finish(grid_meta) + (f", {out / 'labels.json'}" if asked else "")
     name = settings.sampler["name"]
     print(f"{chosen['n']} samples ({name}, {settings.steps} steps) in {seconds:.1f}s: {written}")
     return 0
@@ -113,6 +112,8 @@ def _sample_choices(args) -> dict:
     for item in args.option:
         key, _, value = item.partition("=")
         sampler[key] = parse_value(value)
+        if isinstance(sampler[key], float) and not math.isfinite(sampler[key]):
+            raise UsageError(f"--option {item}: {key} must be a finite number")
     return dict(n=args.n, sampler=sampler or None, steps=args.steps,
                 discretization=args.discretization, batch_size=args.batch_size, seed=args.seed)
 
@@ -126,6 +127,11 @@ def _from_png(args) -> tuple[str, dict, dict, dict]:
     path, kwargs = sample_arguments(meta, args.ckpt, init_given=bool(args.image))
     given = {f: kwargs.pop(f) for f in FIELDS if f in kwargs}
     return str(path), kwargs | {"batch_size": args.batch_size}, given, meta
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
 
 
 LISTS = ("samplers", "schedules", "params", "nets", "datasets", "discretizations", "densities",
@@ -215,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sampler option, e.g. --option s_churn=10")  # fmt: skip
     s.add_argument("--batch-size", type=int, default=64)
+    add_overwrite(s, "sample set in --out")
     add_request_arguments(s, what="samples")
     s.add_argument("--from-png", metavar="IMG",
                    help="re-make a PNG difflab wrote, from the settings it carries (the model "
@@ -238,17 +245,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from difflab.core.errors import TrainingError
-
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # --help, or a one-line usage error (Parser.error)
         return exit_.code if isinstance(exit_.code, int) else 2
+    except KeyboardInterrupt:
+        print("difflab: interrupted", file=sys.stderr)
+        return 130
+    with _Interrupts() as interrupts:
+        return _dispatch(args, interrupts)
+
+
+def _dispatch(args, interrupts) -> int:
+    """Run the command; errors → one line and an exit status."""
+    from difflab.core.errors import TrainingError
+
     try:
         for name in ("n", "batch_size", "steps"):
             value = getattr(args, name, None)
             if isinstance(value, int) and value < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        for name, value in vars(args).items():  # --eta inf, --lr nan: refused before any work
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         return args.func(args)
     except (UsageError, TrainingError) as err:
         if args.debug:
@@ -258,6 +277,38 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("difflab: interrupted", file=sys.stderr)
         return 130
+    except Exception:  # Ctrl-C inside an import can resurface as another error
+        if args.debug or not interrupts.seen:
+            raise
+        print("difflab: interrupted", file=sys.stderr)
+        return 130
+
+
+class _Interrupts:
+    """SIGINT → KeyboardInterrupt, remembered: a Ctrl-C swallowed inside a library's import can
+    resurface as another error (e.g. a RecursionError from a half-imported numpy)."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
 
 
 if __name__ == "__main__":

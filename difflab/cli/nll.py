@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from difflab.cli.outputs import add_overwrite, check_output_file
 from difflab.core.errors import UsageError
 
 TERMS = {"vlb": ("prior", "kl", "decoder", "total"), "ode": ("prior", "delta", "total")}
@@ -31,6 +32,7 @@ def cmd_nll(args) -> int:
     from difflab.evaluation.likelihood import bits_per_dim
     from difflab.storage.models import load_denoiser
 
+    check_output_file(args.json, "--json", args.overwrite)
     denoiser, config, _ = load_denoiser(args.ckpt)
     dataset = load_dataset(data_spec(args.data))
     if dataset.kind != "image" or dataset.x.dtype != torch.uint8:
@@ -84,4 +86,5 @@ def add_commands(sub, common) -> None:
         "--seed", type=int, default=0, help="seed of the VLB noise, probes, dequantisation"
     )
     p.add_argument("--json", help="write the full report here")
+    add_overwrite(p, "--json file")
     p.set_defaults(func=cmd_nll)

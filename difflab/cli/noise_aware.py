@@ -74,7 +74,8 @@ def add_commands(sub, common) -> None:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="net.<option>=…, density.<option>=… (log_uniform sigma_min/sigma_max "
                        "or lognormal p_mean/p_std), ema_decay=…, weight_decay=…")  # fmt: skip
-        p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+        p.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                       help="overwrite an existing --out file")  # fmt: skip
         p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda:N")
         p.add_argument("--codec-ckpt", metavar="FILE",
                        help="a latent model's codec file: train on its latents (needed to guide "

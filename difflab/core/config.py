@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from difflab.core.errors import UsageError
+from difflab.core.schema import check_config
 
 try:
     import tomllib
@@ -20,6 +21,8 @@ BUILTIN_DIR = Path(__file__).parent.parent / "configs"
 
 
 LR_DECAYS = ("none", "cosine")
+SPECS = ("data.dataset", "model.net", "model.schedule", "model.cond", "model.codec",
+         "train.sigma_density", "train.loss", "sample.sampler", "sample.discretization")
 
 
 @dataclass
@@ -95,40 +98,11 @@ class Config:
         return asdict(self)
 
     def validate(self) -> Config:
-        """Raise a UsageError for numbers out of range (NaN, negative, zero where not allowed)."""
-        positive = {
-            "train.steps": self.train.steps, "train.batch_size": self.train.batch_size,
-            "train.accumulate": self.train.accumulate, "train.lr": self.train.lr,
-            "train.log_every": self.train.log_every, "train.keep": self.train.keep,
-            "sample.steps": self.sample.steps, "sample.n": self.sample.n,
-            "sample.batch_size": self.sample.batch_size, "model.sigma_data": self.model.sigma_data,
-        }  # fmt: skip
-        for key, value in positive.items():
-            if not _finite(value) or value <= 0:
-                raise UsageError(f"config {key} must be a positive number, got {value!r}")
-        non_negative = {
-            "train.weight_decay": self.train.weight_decay, "train.warmup": self.train.warmup,
-            "train.grad_clip": self.train.grad_clip, "train.ckpt_every": self.train.ckpt_every,
-            "train.max_seconds": self.train.max_seconds,
-            "train.eval_every": self.train.eval_every, "train.eval_n": self.train.eval_n,
-        }  # fmt: skip
-        for key, value in non_negative.items():
-            if not _finite(value) or value < 0:
-                raise UsageError(f"config {key} must be a number >= 0, got {value!r}")
-        if not _finite(self.train.ema_decay) or not 0 <= self.train.ema_decay < 1:
-            raise UsageError(
-                f"config train.ema_decay must be in [0, 1), got {self.train.ema_decay!r}"
-            )
-        if self.train.lr_decay not in LR_DECAYS:
-            raise UsageError(
-                f"config train.lr_decay must be one of {', '.join(LR_DECAYS)}, got "
-                f"{self.train.lr_decay!r}"
-            )
-        if self.train.on_nonfinite not in ("stop", "skip"):
-            raise UsageError(
-                f"config train.on_nonfinite must be 'stop' or 'skip', got {self.train.on_nonfinite!r}"
-            )
-        if self.model.cond and not isinstance(self.model.cond.get("name"), str):
+        """Raise a UsageError for a value of the wrong type or out of range (core.schema), or a
+        spec without a name."""
+        check_config(self, skip=SPECS)  # specs: checked below with their own messages
+        cond = self.model.cond
+        if cond and not (isinstance(cond, dict) and isinstance(cond.get("name"), str)):
             raise UsageError(
                 "config model.cond must be {} (unconditional) or a table with a name, e.g. "
                 '{name = "class", p_uncond = 0.1}'
@@ -143,10 +117,6 @@ class Config:
                     f"config {section} must be a table with a name, e.g. {{name = ...}}"
                 )
         return self
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _spec_field(cfg: Config, name: str) -> Any:

@@ -53,13 +53,22 @@ def fit_image(im: Image.Image, size: int, resample=Image.Resampling.BICUBIC) -> 
     return im.crop((left, top, left + size, top + size))
 
 
+def _to_8bit(im):
+    """16/32-bit grayscale (PIL modes I;16*, I) scaled 0..65535 → 0..255; other modes as they are
+    (PIL's own convert("L") would clip them to 0 or 255)."""
+    if not (im.mode.startswith("I;16") or im.mode == "I"):
+        return im
+    arr = np.asarray(im).astype(np.float64)  # [H, W]
+    return Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8), "L")
+
+
 def load_image(path: Path, channels: int, size: int | None) -> Tensor:
     """Read one image as uint8 [C, H, W]; resize the shorter side to size and centre-crop."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
+            im = _to_8bit(im).convert("L" if channels == 1 else "RGB")
     except (OSError, SyntaxError, ValueError) as e:
         raise UsageError(f"cannot read image {path} ({e}); remove or replace the file") from None
     if size is not None:

@@ -144,9 +144,13 @@ def _check_inputs(images: Tensor, ref: dict[str, Any], feature_net: FeatureNet) 
         raise UsageError("no images to evaluate; pass a non-empty uint8 tensor [N, C, H, W]")
     shape = list(images.shape[1:])
     if shape != list(ref["shape"]):
+        fix = "generate at the reference's size and channels"
+        if shape[1:] == list(ref["shape"][1:]) and shape[0] in (1, 3):  # only the channels differ
+            fix = (f"recompute the reference with {shape[0]} channel(s), e.g. from "
+                   f"{{name = \"folder\", path = ..., channels = {shape[0]}}}")  # fmt: skip
         raise UsageError(
             f"images have shape {shape} per item but the reference {ref['dataset']} has "
-            f"{list(ref['shape'])}; generate at the reference's size and channels"
+            f"{list(ref['shape'])}; {fix}"
         )
     if ref["kind"] == "image" and images.dtype != torch.uint8:
         raise UsageError(

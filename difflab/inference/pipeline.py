@@ -12,7 +12,7 @@ from the codec. Sample i depends on seed + i only, never on the batch size.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,7 +128,7 @@ class Pipeline:
             seed=int(d["seed"] if seed is None else seed),
         )
 
-    def sample(
+    def stream(
         self,
         n: int | None = None,
         *,
@@ -150,8 +150,9 @@ class Pipeline:
         sigmas: Tensor | Sequence[float] | None = None,
         step_hook: Callable | None = None,
         aug_noise: bool = True,
-    ) -> Samples:
-        """Model-space samples with what each asked for (see `__call__` for the arguments)."""
+    ) -> tuple[Iterator[Tensor], dict, Settings]:
+        """(model-space batches [b, *shape] generated lazily, what each sample asked for, the
+        settings): `sample` without holding every sample in memory (same arguments)."""
         n = _count(self.defaults["n"] if n is None else n, "n")
         s = self.settings(sampler=sampler, steps=steps, discretization=discretization,
                           guidance=guidance, batch_size=batch_size, seed=seed)  # fmt: skip
@@ -170,10 +171,22 @@ class Pipeline:
             guidance=chain, callback=callback, device=device, start=start, sigmas=sigmas,
             step_hook=step_hook,
         )  # fmt: skip
-        x = torch.cat([b.cpu() for b in batches])  # [n, *shape]
-        if hasattr(self.conditioner, "paste"):  # Palette: the known region exactly as given
-            x = self.conditioner.paste(x, {k: v.cpu() for k, v in cond.items()})
-        return Samples(x, asked, s)
+        return self._pasted(batches, cond), asked, s
+
+    def _pasted(self, batches: Iterable[Tensor], cond: dict) -> Iterator[Tensor]:
+        """Each batch on the CPU; a Palette model's known region pasted back exactly as given."""
+        paste, first = getattr(self.conditioner, "paste", None), 0
+        for b in batches:
+            b = b.cpu()  # [b, *shape]
+            if paste is not None:
+                b = paste(b, {k: v[first : first + len(b)].cpu() for k, v in cond.items()})
+            first += len(b)
+            yield b
+
+    def sample(self, n: int | None = None, **options: Any) -> Samples:
+        """Model-space samples with what each asked for (see `__call__` for the arguments)."""
+        batches, asked, s = self.stream(n, **options)
+        return Samples(torch.cat(list(batches)), asked, s)
 
     @torch.inference_mode()
     def decode(self, x: Tensor, batch_size: int | None = None) -> Tensor:

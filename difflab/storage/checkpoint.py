@@ -17,6 +17,7 @@ from torch import Tensor
 
 from difflab.core.errors import UsageError
 from difflab.core.files import atomic_write  # also used as ckpt.atomic_write
+from difflab.storage import integrity
 
 FORMAT = "difflab-1"
 MAX_HEADER = 100 * 2**20  # a sane safetensors JSON header is far smaller
@@ -26,6 +27,7 @@ def save_tensors(path: Path, tensors: dict[str, Tensor], meta: dict) -> None:
     """Atomically write tensors plus JSON metadata (every value JSON-encoded under 'difflab')."""
     tensors = {k: v.detach().contiguous().cpu().clone() for k, v in tensors.items()}
     metadata = {"format": FORMAT, "difflab": json.dumps(meta)}
+    metadata[integrity.CHECKSUM_KEY] = integrity.payload_digest(tensors, metadata["difflab"])
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
@@ -48,27 +50,44 @@ def read_header(path: Path) -> dict:
             raise UsageError(f"{path} is not a safetensors file (header is not JSON)") from None
 
 
-def read_metadata(path: Path) -> dict:
-    """The difflab metadata of a file written by `save_tensors` (header only); else a UsageError."""
+def _raw_metadata(path: Path) -> dict:
+    """The safetensors __metadata__ of a difflab file (strings); else a UsageError."""
     meta = read_header(path).get("__metadata__") or {}
-    if meta.get("format") != FORMAT or "difflab" not in meta:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or "difflab" not in meta:
         raise UsageError(
             f"{path} is a safetensors file but not a difflab checkpoint (no difflab metadata); "
             "train one with `difflab train`"
         )
+    return meta
+
+
+def _parse(path: Path, text) -> dict:
     try:
-        return json.loads(meta["difflab"])
-    except json.JSONDecodeError:
-        raise UsageError(f"checkpoint {path} has corrupt difflab metadata; re-save it") from None
+        meta = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        meta = None
+    if not isinstance(meta, dict) or not isinstance(meta.get("kind", ""), str):
+        raise UsageError(f"checkpoint {path} has corrupt difflab metadata; re-save it")
+    return meta
+
+
+def read_metadata(path: Path) -> dict:
+    """The difflab metadata of a file written by `save_tensors` (header only); else a UsageError."""
+    return _parse(path, _raw_metadata(path)["difflab"])
 
 
 def load_tensors(path: Path) -> tuple[dict[str, Tensor], dict]:
-    """(tensors, difflab metadata) of a file written by `save_tensors`; else a UsageError."""
-    meta = read_metadata(path)
+    """(tensors, difflab metadata) of a file written by `save_tensors`, checked against its
+    checksum (files from before checksums: unchecked) and for NaN/inf; else a UsageError
+    (integrity.CorruptCheckpoint when the bytes changed or the weights are not finite)."""
+    raw = _raw_metadata(path)
+    meta = _parse(path, raw["difflab"])
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise UsageError(f"checkpoint {path} is corrupt or truncated: {err}") from None
+    integrity.verify(path, tensors, raw["difflab"], raw.get(integrity.CHECKSUM_KEY))
+    integrity.check_finite(path, tensors)
     return tensors, meta
 
 
@@ -84,10 +103,16 @@ KIND_HINT = {
 def read_kind(path: Path, kind: str, *, wanted: str, fix: str) -> tuple[dict[str, Tensor], dict]:
     """(tensors, metadata) of a difflab file of `kind`: the one reader behind model files,
     noise-aware nets and feature nets; another kind → a UsageError naming both kinds and `fix`."""
-    found = read_metadata(path).get("kind")
+    meta = read_metadata(path)
+    found = meta.get("kind")
     if found != kind:
         what = KIND_HINT.get(found, f"a difflab {found!r} file")
         raise UsageError(f"{path} is {what}, not {wanted}; {fix}")
+    config = meta.get("config", {})
+    if kind == "model" and not (isinstance(config, dict) and isinstance(config.get("model"), dict)
+                                and isinstance(meta.get("info", {}), dict)):  # fmt: skip
+        raise UsageError(f"checkpoint {path} has corrupt difflab metadata (no model config); "
+                         "re-save it or use another checkpoint")  # fmt: skip
     return load_tensors(path)
 
 
@@ -160,3 +185,15 @@ def prune(run: Path, keep: int) -> None:
     for old in list_checkpoints(run)[:-keep]:
         state_path(old).unlink(missing_ok=True)
         old.unlink(missing_ok=True)
+
+
+def remove_stale_tmp(run: Path) -> list[Path]:
+    """Delete half-written `.NAME.*.tmp` files (from `atomic_write`s killed mid-write) and resume
+    states whose model file never landed; call only while holding the run's lock."""
+    run = Path(run)
+    stale = [p for d in (run, checkpoint_dir(run)) if d.is_dir() for p in d.glob(".*.tmp")]
+    stale += [s for s in checkpoint_dir(run).glob("step-*.state.safetensors")
+              if not s.with_name(s.name.replace(".state.", ".")).exists()]  # fmt: skip
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale

@@ -3,8 +3,8 @@ checkpoints and a JSONL log."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +24,9 @@ from difflab.samplers.base import SAMPLERS
 from difflab.storage import checkpoint as ckpt
 from difflab.storage.codecs import build_codec, copy_codec, resolve_codec, run_codec_spec
 from difflab.storage.latent_cache import check_cache
+from difflab.storage.lock import LOCK_NAME, run_lock
 from difflab.storage.models import build_denoiser
+from difflab.training import checkpointing
 from difflab.training import dist as dist
 from difflab.training import resume as resume_state
 from difflab.training.ema import EMA
@@ -39,7 +41,7 @@ def prepare_run_dir(out: Path, resume: bool) -> None:
         raise UsageError(f"`out` {out} is a file; give a directory for the run")
     if resume:
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(p.name != LOCK_NAME for p in out.iterdir()):
         raise UsageError(
             f"`out` {out} already holds files; pass `resume=True` to continue it or pick a new dir"
         )
@@ -71,9 +73,13 @@ def train(
     """
     world = dist.setup(cfg.train.device)
     try:
-        return _train(
-            cfg, Path(out), world, resume, callback or (lambda record: None), evaluator
-        )
+        with contextlib.ExitStack() as stack:
+            if world.main:  # one writer per run dir (storage.lock), held until training ends
+                prepare_run_dir(Path(out), resume=True)  # a file, not a dir: say so first
+                stack.enter_context(run_lock(out))
+            return _train(
+                cfg, Path(out), world, resume, callback or (lambda record: None), evaluator
+            )
     finally:
         dist.teardown(world)
 
@@ -123,6 +129,10 @@ def _train(
 ) -> Path:
     if world.main:
         prepare_run_dir(out, resume)
+        stale = ckpt.remove_stale_tmp(out)
+        if stale:
+            callback({"note": f"removed {len(stale)} half-written file(s) left by a killed run: "
+                              f"{', '.join(p.name for p in stale[:3])}"})  # fmt: skip
     torch.manual_seed(cfg.train.seed)
     dataset: Dataset = load_dataset(cfg.data.dataset)
     resolve_model(cfg, dataset, out)
@@ -158,7 +168,7 @@ def _train(
 
     log = open(out / "log.jsonl", "a") if world.main else None
     losses, t_log, start = [], time.perf_counter(), time.perf_counter()
-    best = math.inf
+    best = checkpointing.BestTracker(out, step)  # restored on resume
     try:
         while step < cfg.train.steps:
             result = engine.step(step, batches)
@@ -185,12 +195,9 @@ def _train(
             if step == cfg.train.steps or out_of_time or (every and step % every == 0):
                 path = ckpt.model_path(out, step)
                 if world.main:
-                    resume_state.save(out, step, cfg_dict, parts, engine.objective,
-                                      engine.ema.model, {"loss": record["loss"]})  # fmt: skip
-                    if record["loss"] < best:
-                        best = record["loss"]
-                        ckpt.mark_best(path)
-                    ckpt.prune(out, cfg.train.keep)
+                    checkpointing.write(out, step, cfg_dict, parts, engine.objective,
+                                        engine.ema.model, {"loss": record["loss"]}, best,
+                                        cfg.train.keep)  # fmt: skip
             if evaluator is not None and step % cfg.train.eval_every == 0:
                 scores = {
                     "step": step,

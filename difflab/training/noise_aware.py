@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from difflab.core.errors import UsageError
+from difflab.core.schema import NON_NEGATIVE, POSITIVE, UNIT, check_value
 from difflab.data.datasets import Dataset, load_dataset
 from difflab.data.loader import InfiniteLoader
 from difflab.data.splits import holdout_split
@@ -124,6 +125,9 @@ def setup(
     split, meta with dataset/classes/shape/net/density/training options, and for latents the
     codec {"name", "sha256"} and image_shape); writes nothing."""
     out = check_out(out, force)
+    for key, rule in (("ema_decay", UNIT), ("weight_decay", NON_NEGATIVE)):
+        train_opts[key] = check_value(f"`{key}`", train_opts.get(key), float, rule, prefix="")
+    sigma_data = check_value("`sigma_data`", sigma_data, float, POSITIVE, prefix="")
     data = image_data(dataset_spec, what, codec)
     if not 0 < test_fraction < 1:
         raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")
