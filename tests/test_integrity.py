@@ -238,5 +238,7 @@ def test_ctrl_c_during_start_up_is_one_line(tmp_path):
     time.sleep(1.0)  # loading torch / the dataset
     proc.send_signal(signal.SIGINT)
     err = proc.communicate(timeout=120)[1].strip().splitlines()
-    assert proc.returncode == 130 and err == ["difflab: interrupted"], err
+    # 130, or death by SIGINT when the interrupt lands in the interpreter's own shutdown (seen
+    # under heavy load): either way the user sees one line, never a traceback
+    assert proc.returncode in (130, -signal.SIGINT) and err == ["difflab: interrupted"], err
     assert not (tmp_path / "r").exists()  # the lock's dir, created for nothing, is gone
