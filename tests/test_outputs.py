@@ -57,10 +57,10 @@ def test_an_old_sample_set_is_replaced_only_with_overwrite(run, tmp_path, capsys
 def test_an_interrupted_sample_set_is_marked_incomplete(run, tmp_path, monkeypatch, capsys):
     real = outputs.SampleDir.add_images
 
-    def stop_after_first_batch(self, images):
+    def stop_after_first_batch(self, images, meta=None):
         if self.count:
             raise KeyboardInterrupt
-        real(self, images)
+        real(self, images, meta)
 
     monkeypatch.setattr(outputs.SampleDir, "add_images", stop_after_first_batch)
     assert _sample(run, tmp_path / "s", "-n", "8", "--batch-size", "4") == 130

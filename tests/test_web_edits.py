@@ -124,7 +124,7 @@ def test_from_png_remakes_an_edit_from_its_init_image(session, tmp_path, capsys,
     assert main([*argv, "--image", str(init)]) == 0
     assert (tmp_path / "images" / png.name).read_bytes() == png.read_bytes()
     Image.fromarray(np.full((16, 16), 7, np.uint8)).save(tmp_path / "other.png")
-    assert main([*argv, "--image", str(tmp_path / "other.png")]) == 2
+    assert main([*argv, "--overwrite", "--image", str(tmp_path / "other.png")]) == 2
     assert "is not the image the edit started from" in capsys.readouterr().err
 
 
