@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 import difflab
+from difflab.conditioning.masks import seeded_masks
 from difflab.core.imageio import pixels_to_uint8, save_grid
 from difflab.data.datasets import load_dataset
 from difflab.evaluation.metrics import psnr
 from difflab.inference.edit import repaint, sdedit
 from difflab.inference.inversion import invert, reconstruct
-from difflab.inference.masks import make_mask
 from difflab.inference.null_text import null_text_inversion
 
 
@@ -93,13 +93,13 @@ def main() -> None:
         edits.append(sdedit(pipe, x, strength=strength, classes=classes, steps=20))
     save_grid(torch.cat(edits).numpy(), out / "sdedit_grid.png", nrow=args.n)
     inpaint = [x]
-    for kind in ("centre", "half", "strokes"):
-        m = make_mask(kind, len(x), 16, 16)
+    for kind in ("centre", "half", "free_form"):
+        m = seeded_masks(len(x), (16, 16), kind)
         inpaint += [torch.where(m.bool(), x, torch.full_like(x, 128)),
                     repaint(pipe, x, m, jump_length=5, resample=5, steps=20, classes=classes)]  # fmt: skip
     save_grid(torch.cat(inpaint).numpy(), out / "repaint_grid.png", nrow=args.n)
     print(f"sdedit rows: input, strength 0.3/0.6/0.9 -> {out / 'sdedit_grid.png'}")
-    print(f"repaint rows: input, (masked, result) × centre/half/strokes -> {out / 'repaint_grid.png'}")
+    print(f"repaint rows: input, (masked, result) × centre/half/free_form -> {out / 'repaint_grid.png'}")
     print(f"total {time.perf_counter() - t0:.0f}s")
 
 
