@@ -3,7 +3,7 @@ inpainting model (GLIDE §4 / Palette §3, the image conditioner's `masked` sour
 and SDEdit's faithfulness/realism curve over strengths.
 
     python bench/inpainting.py --features FEAT.safetensors [--uncond RUN --inpaint RUN |
-        --train-steps 700] [-n 300] [--nfe 20] [--out bench-out/inpainting]
+        --train-steps 1400] [-n 300] [--nfe 20] [--out bench-out/inpainting]
 
 Two models with the same small U-Net and training budget are trained when not given: an
 unconditional one (`fashion_mnist16`) for replace-only and RePaint, and an inpainting one
@@ -131,7 +131,7 @@ def main() -> None:
     p.add_argument("--features", required=True)
     p.add_argument("--uncond")
     p.add_argument("--inpaint")
-    p.add_argument("--train-steps", type=int, default=700)
+    p.add_argument("--train-steps", type=int, default=1400)
     p.add_argument("-n", type=int, default=300)
     p.add_argument("--n-ref", type=int, default=2000)
     p.add_argument("--nfe", type=int, default=20)
