@@ -1,7 +1,7 @@
 """Reconstruction PSNR vs steps of DDIM inversion at CFG 1 and CFG w, with and without null-text.
 
     python bench/inversion.py [--run RUN | --train-steps 600] [--scales 3,7.5] [--steps 10,20,40]
-        [-n 8] [--inner-steps 10] [--out bench-out/inversion]
+        [-n 8] [--inner-steps 10] [--out bench-out/inversion] [--no-clip]
 
 Held-out Fashion-MNIST (test split, 16×16) images are inverted with a class-conditional model
 (trained briefly from `fashion_mnist16_class` when --run is not given) and sampled back:
@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 import difflab
-from difflab.core.imageio import pixels_to_uint8, save_grid
+from difflab.conditioning.masks import seeded_masks
+from difflab.core.imageio import save_grid
 from difflab.data.datasets import load_dataset
 from difflab.evaluation.metrics import psnr
 from difflab.inference.edit import repaint, sdedit
 from difflab.inference.inversion import invert, reconstruct
-from difflab.inference.masks import make_mask
 from difflab.inference.null_text import null_text_inversion
 
 
@@ -46,7 +46,7 @@ def held_out(n: int) -> tuple[torch.Tensor, list[int]]:
     """The first n test images (uint8 [n, 1, 16, 16]) with their classes."""
     data = load_dataset({"name": "fashion_mnist", "split": "test", "size": 16,
                          "resize": "bilinear"})  # fmt: skip
-    return pixels_to_uint8(data.x[:n]), data.labels[:n].tolist()
+    return data.x[:n], data.labels[:n].tolist()  # uint8 already
 
 
 def main() -> None:
@@ -58,12 +58,16 @@ def main() -> None:
     p.add_argument("-n", type=int, default=8)
     p.add_argument("--inner-steps", type=int, default=10)
     p.add_argument("--out", default="bench-out/inversion")
+    p.add_argument("--no-clip", action="store_true",
+                   help="drop the config's default guidance (static x̂0 clipping) in every run")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     run = Path(args.run) if args.run else train_model(out / "run", args.train_steps)
     pipe = difflab.load(run)
+    if args.no_clip:
+        pipe.config["sample"]["guidance"] = []  # request() appends the config's defaults
     print(f"model: {run} (ready in {time.perf_counter() - t0:.0f}s)")
     x, classes = held_out(args.n)
     scales = [float(s) for s in args.scales.split(",")]
@@ -93,13 +97,13 @@ def main() -> None:
         edits.append(sdedit(pipe, x, strength=strength, classes=classes, steps=20))
     save_grid(torch.cat(edits).numpy(), out / "sdedit_grid.png", nrow=args.n)
     inpaint = [x]
-    for kind in ("centre", "half", "strokes"):
-        m = make_mask(kind, len(x), 16, 16)
+    for kind in ("centre", "half", "free_form"):
+        m = seeded_masks(len(x), (16, 16), kind)
         inpaint += [torch.where(m.bool(), x, torch.full_like(x, 128)),
                     repaint(pipe, x, m, jump_length=5, resample=5, steps=20, classes=classes)]  # fmt: skip
     save_grid(torch.cat(inpaint).numpy(), out / "repaint_grid.png", nrow=args.n)
     print(f"sdedit rows: input, strength 0.3/0.6/0.9 -> {out / 'sdedit_grid.png'}")
-    print(f"repaint rows: input, (masked, result) × centre/half/strokes -> {out / 'repaint_grid.png'}")
+    print(f"repaint rows: input, (masked, result) × centre/half/free_form -> {out / 'repaint_grid.png'}")
     print(f"total {time.perf_counter() - t0:.0f}s")
 
 

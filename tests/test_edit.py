@@ -6,6 +6,7 @@ import pytest
 import torch
 from test_pipeline import Down2  # noqa: F401  (registers the toy latent codec "toy_down2")
 
+from difflab.conditioning.masks import MASK_KINDS, seeded_masks
 from difflab.core.errors import UsageError
 from difflab.core.schedules import build_schedule, discretize
 from difflab.inference.edit import (
@@ -17,7 +18,7 @@ from difflab.inference.edit import (
     sdedit_sigmas,
 )
 from difflab.inference.generate import SeededNoise
-from difflab.inference.masks import MASK_KINDS, latent_mask, make_mask, resolve_mask
+from difflab.inference.masks import latent_mask, resolve_mask
 from difflab.inference.pipeline import Pipeline
 from oracles import GaussianData, perfect_denoiser
 
@@ -151,15 +152,16 @@ def test_repaint_keeps_the_known_pixels_and_fills_the_rest_from_the_data():
 
 def test_masks_are_binary_of_the_image_size_and_seeded_per_sample():
     for kind in MASK_KINDS:
-        m = make_mask(kind, 3, 16, 12, seed=5)
+        m = seeded_masks(3, (16, 12), kind, seed=5)
         assert m.shape == (3, 1, 16, 12) and ((m == 0) | (m == 1)).all()
         assert 0 < m.mean() < 1, kind
-        assert torch.equal(make_mask(kind, 2, 16, 12, seed=6), m[1:])  # mask i ← seed + i
-    assert not torch.equal(make_mask("strokes", 1, 16, 16, 0), make_mask("strokes", 1, 16, 16, 1))
+        assert torch.equal(seeded_masks(2, (16, 12), kind, seed=6), m[1:])  # mask i ← seed + i
+    free_form = [seeded_masks(1, (16, 16), "free_form", seed) for seed in (0, 1)]
+    assert not torch.equal(*free_form)
     m = resolve_mask(torch.ones(4, 4), 3, (1, 4, 4))
     assert m.shape == (3, 1, 4, 4)
-    half = make_mask("half", 1, 8, 8)
-    assert torch.equal(latent_mask(half, (1, 4, 4)), make_mask("half", 1, 4, 4))
+    half = seeded_masks(1, (8, 8), "half")
+    assert torch.equal(latent_mask(half, (1, 4, 4)), seeded_masks(1, (4, 4), "half"))
     box = torch.ones(1, 1, 8, 8)
     box[..., 3, 3] = 0  # one unknown pixel makes its whole latent cell unknown
     assert latent_mask(box, (1, 4, 4)).sum() == 15

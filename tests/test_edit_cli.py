@@ -31,7 +31,7 @@ def test_every_edit_command_writes_its_grid(setup, tmp_path):
     run, files, _ = setup
     images = [a for f in files for a in ("--image", f)]
     assert _edit("sdedit", run, *images, "--out", tmp_path / "s", "--strength", "0.5") == 0
-    assert _edit("repaint", run, *images, "--out", tmp_path / "r", "--mask", "strokes",
+    assert _edit("repaint", run, *images, "--out", tmp_path / "r", "--mask", "free_form",
                  "--jump-length", "1", "--resample", "2", "--class", "1") == 0  # fmt: skip
     assert _edit("invert", run, *images, "--out", tmp_path / "i", "--class", "2") == 0
     assert _edit("invert", run, *images, "--out", tmp_path / "n", "--class", "2", "--null-text",

@@ -50,6 +50,22 @@ def test_inversion_and_reconstruction_converge_at_first_order(sampler):
     assert all(1.6 < r < 2.2 for r in ratios) and 1.85 < ratios[-1] < 2.1, (err, ratios)
 
 
+def test_x0_clipping_keeps_inversion_first_order():
+    """Static x̂0 clipping (the default guidance of ε-prediction cosine configs, which inversion
+    keeps) is 1-Lipschitz, so the clipped ODE is still a flow: its round trip also halves its error
+    when the steps double, though the clip binds (data beyond ±1 here) and changes the states."""
+    pipe = oracle_pipe()
+    x = DATA.sample((8, 1, 4, 4), torch.Generator().manual_seed(0)).float()
+    assert (x.abs() > 1).any()
+    err = []
+    for steps in (16, 32, 64, 128):
+        inv = invert(pipe, x, steps=steps, sampler="ddim", guidance="static_threshold")
+        err.append((reconstruct_x(pipe, inv) - x).abs().max().item())
+    ratios = [a / b for a, b in zip(err, err[1:])]
+    assert all(1.6 < r < 2.2 for r in ratios) and 1.85 < ratios[-1] < 2.1, (err, ratios)
+    assert not torch.allclose(inv.x, invert(pipe, x, steps=128, sampler="ddim").x)
+
+
 def test_inversion_follows_the_exact_ode_solution():
     """The inverted state is the ODE solution from x0 at σ_min, up to Heun's second-order error."""
     pipe = oracle_pipe()

@@ -192,7 +192,8 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     r = what.add_parser("repaint", parents=[common], help="RePaint inpainting of a mask")
     _common(r)
     r.add_argument("--mask", default="centre",
-                   help="PNG (white = keep, black = fill) or a generated mask: centre, box, half, strokes")  # fmt: skip
+                   help="PNG (white = keep, black = fill) or a generated mask: "
+                   "centre, half, box, free_form, mixed, uncrop")  # fmt: skip
     r.add_argument("--jump-length", type=int, default=10, help="time-travel jump length")
     r.add_argument("--resample", type=int, default=10, help="resamplings per jump (1 = none)")
     r.set_defaults(func=cmd_repaint)

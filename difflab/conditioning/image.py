@@ -243,20 +243,6 @@ def read_images(paths: list[str], shape: tuple[int, ...], n: int) -> Tensor:
     return uint8_to_pixels(batch)
 
 
-def read_masks(paths: list[str], n: int) -> Tensor:
-    """Mask PNGs (white = known, black = to generate) cycled over n samples, [n, 1, H, W] in
-    {0, 1}; a gray level other than 0 and 255 makes `check_masks` refuse them."""
-    from difflab.core.imageio import load_image
-
-    for p in paths:
-        if not Path(p).is_file():
-            raise UsageError(f"mask file {p} given in `masks` does not exist; pass an existing PNG")
-    loaded = [load_image(Path(p), 1, None) for p in paths]  # [1, H, W] uint8
-    if len({tuple(m.shape) for m in loaded}) > 1:
-        raise UsageError("the `masks` files differ in size; pass masks of one size")
-    return torch.stack(cycle(loaded, n)).float() / 255.0  # [n, 1, H, W]
-
-
 def as_batch(value, n: int, what: str) -> Tensor:
     """A tensor of images or masks [k, ...] (uint8 images become pixels in [-1, 1]) cycled to n."""
     from difflab.core.imageio import uint8_to_pixels

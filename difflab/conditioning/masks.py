@@ -1,17 +1,22 @@
-"""Inpainting masks [1, H, W] with 1 = known (kept) pixel and 0 = pixel to generate.
+"""Inpainting masks [1, H, W] with 1 = known (kept) pixel and 0 = pixel to generate, as
+RePaint's m (Lugmayr et al. 2022, Eq. 8: x = m ⊙ x_known + (1 − m) ⊙ x_unknown).
 
-Shared by the trained inpainting/uncropping conditioners (GLIDE §4 inpainting model; Palette
-§3 inpainting and uncropping) and by sampling-time editing (RePaint). Random masks take a
-torch.Generator so training batches are reproducible and resumable.
+The one implementation of mask generators, mask PNG reading (white 255 = keep, black 0 =
+generate) and mask checks, shared by the trained inpainting/uncropping conditioners (GLIDE §4
+inpainting model; Palette §3 inpainting and uncropping) and by sampling-time editing (RePaint,
+`inference.masks`). Random masks take a torch.Generator so training batches are reproducible
+and resumable; `seeded_masks` draws mask i from seed + i so a mask does not depend on its batch.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from difflab.conditioning.base import cycle
 from difflab.core.errors import UsageError
 
 SIDES = ("left", "right", "top", "bottom")
@@ -80,11 +85,18 @@ def free_form_mask(size: tuple[int, int], generator: torch.Generator, strokes: i
     return (~unknown).float()[None]  # [1, H, W]
 
 
+MASK_KINDS = ("centre", "half", "box", "free_form", "mixed", "uncrop")
+
+
 def random_mask(size: tuple[int, int], kind: str, generator: torch.Generator) -> Tensor:
-    """[1, H, W] of `kind`: "box", "free_form", "mixed" (either, evenly), "uncrop" (a random
-    side kept)."""
+    """[1, H, W] of `kind`: "centre" (`centre_box_mask`), "half" (the left half kept), "box",
+    "free_form", "mixed" (box or free-form, evenly), "uncrop" (a random side kept)."""
     if kind == "mixed":
         kind = "box" if float(torch.rand((), generator=generator)) < 0.5 else "free_form"
+    if kind == "centre":
+        return centre_box_mask(size)
+    if kind == "half":
+        return half_mask(size, "left")
     if kind == "box":
         return random_box_mask(size, generator)
     if kind == "free_form":
@@ -94,30 +106,49 @@ def random_mask(size: tuple[int, int], kind: str, generator: torch.Generator) ->
     raise UsageError(f"mask kind {kind!r} is unknown; choose one of: {', '.join(MASK_KINDS)}")
 
 
-MASK_KINDS = ("box", "free_form", "mixed", "uncrop")
-
-
 def random_masks(n: int, size: tuple[int, int], kind: str, generator: torch.Generator) -> Tensor:
     """[n, 1, H, W]: n masks of `kind` drawn in order from `generator`."""
     return torch.stack([random_mask(size, kind, generator) for _ in range(n)])
 
 
-def check_masks(masks: Tensor, n: int, size: tuple[int, int]) -> Tensor:
-    """`masks` [n or 1, 1, H, W] (or [n, H, W]) with values 0/1 as float [n, 1, H, W]; a wrong
-    size or a non-binary value is a UsageError."""
-    if masks.ndim == 3:
-        masks = masks[:, None]
+def seeded_masks(n: int, size: tuple[int, int], kind: str, seed: int = 0) -> Tensor:
+    """[n, 1, H, W]: mask i of `kind` drawn from a generator seeded by seed + i."""
+    return torch.stack([random_mask(size, kind, torch.Generator().manual_seed(seed + i))
+                        for i in range(n)])  # fmt: skip
+
+
+def read_masks(paths: list[str], n: int, name: str = "masks") -> Tensor:
+    """Mask PNGs (white = known, black = to generate) cycled over n samples, [n, 1, H, W] in
+    {0, 1}; a gray level other than 0 and 255 makes `check_masks` refuse them. `name` is the
+    parameter the paths came in, for messages."""
+    from difflab.core.imageio import load_image
+
+    for p in paths:
+        if not Path(p).is_file():
+            raise UsageError(f"mask file {p} given in `{name}` does not exist; pass an existing PNG")
+    loaded = [load_image(Path(p), 1, None) for p in paths]  # [1, H, W] uint8
+    if len({tuple(m.shape) for m in loaded}) > 1:
+        raise UsageError(f"the `{name}` files differ in size; pass masks of one size")
+    return torch.stack(cycle(loaded, n)).float() / 255.0  # [n, 1, H, W]
+
+
+def check_masks(masks: Tensor, n: int, size: tuple[int, int], name: str = "masks") -> Tensor:
+    """`masks` [H, W], [k, H, W] or [k, 1, H, W] (k = 1 or n) with values 0/1 as float
+    [k, 1, H, W]; a wrong size or a non-binary value is a UsageError naming parameter `name`."""
     h, w = size
-    if masks.ndim != 4 or masks.shape[1] != 1 or tuple(masks.shape[-2:]) != (h, w):
+    plural = name.endswith("s")
+    m = masks[None, None] if masks.ndim == 2 else masks[:, None] if masks.ndim == 3 else masks
+    if m.ndim != 4 or m.shape[1] != 1 or tuple(m.shape[-2:]) != (h, w):
         raise UsageError(
-            f"`masks` are {list(masks.shape)} but this model's images are {h}×{w}: pass one "
-            f"channel per mask, [n, 1, {h}, {w}], 1 = known pixel, 0 = pixel to generate"
+            f"`{name}` {'are' if plural else 'has shape'} {list(masks.shape)} but the images are "
+            f"{h}×{w}: pass one channel per mask, [{h}, {w}] or [n, 1, {h}, {w}], 1 = known "
+            "pixel, 0 = pixel to generate"
         )
-    if len(masks) not in (1, n):
-        raise UsageError(f"{len(masks)} `masks` given for {n} images; pass one mask or one each")
-    if not bool(((masks == 0) | (masks == 1)).all()):
+    if len(m) not in (1, n):
+        raise UsageError(f"{len(m)} `{name}` given for {n} images; pass one mask or one each")
+    if not bool(((m == 0) | (m == 1)).all()):
         raise UsageError(
-            "`masks` are not binary: pass masks whose pixels are 0 (generate) or 1 (keep); "
-            "for PNG masks use black (0) and white (255) only"
+            f"`{name}` {'are' if plural else 'is'} not binary: pass masks whose pixels are 0 "
+            "(generate) or 1 (keep); for PNG masks use black (0) and white (255) only"
         )
-    return masks.float()
+    return m.float()

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from difflab.codecs.base import Codec
 from difflab.conditioning.base import cycle, sampling_cond
-from difflab.conditioning.image import as_batch, read_images, read_masks
+from difflab.conditioning.image import as_batch, read_images
+from difflab.conditioning.masks import read_masks
 from difflab.core.types import Cond
 from difflab.storage.codecs import build_codec
 
