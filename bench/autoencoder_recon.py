@@ -9,6 +9,7 @@ steps in the same run; the KL/VQ ratios are printed.
 
     python bench/autoencoder_recon.py                                   # Fashion-MNIST 32×32, f=4
     python bench/autoencoder_recon.py --steps 3000 --n 2000 --factors 4 8 --limit 0
+    python bench/autoencoder_recon.py --data emoji --size 64 --limit 0 --factors 4 8 --batch 16
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def main() -> None:
     ap.add_argument("--features", help="domain feature net file (default: train one here)")
     ap.add_argument("--feature-steps", type=int, default=300)
     ap.add_argument("--out", help="keep the runs here (default: a temp dir)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="evaluate OUT/CODEC_fF/autoencoder.safetensors where it exists "
+                    "instead of training it (train s then prints as nan)")  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="ae_recon_"))
     train_spec = {
@@ -82,17 +86,20 @@ def main() -> None:
     for factor in args.factors:
         for name in args.codecs:
             t = time.perf_counter()
-            path = train_autoencoder(
-                train_spec,
-                out / f"{name}_f{factor}",
-                codec=name,
-                factor=factor,
-                net={"ch": args.ch},
-                steps=args.steps,
-                batch_size=args.batch,
-                device="cpu",
-            )
-            seconds = time.perf_counter() - t
+            path = out / f"{name}_f{factor}" / "autoencoder.safetensors"
+            seconds = float("nan")
+            if not (args.reuse and path.is_file()):
+                path = train_autoencoder(
+                    train_spec,
+                    out / f"{name}_f{factor}",
+                    codec=name,
+                    factor=factor,
+                    net={"ch": args.ch},
+                    steps=args.steps,
+                    batch_size=args.batch,
+                    device="cpu",
+                )
+                seconds = time.perf_counter() - t
             codec, meta = load_codec_file(path)
             x = test.to_model(originals)
             recon = reconstruct(codec, x)
