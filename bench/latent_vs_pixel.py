@@ -50,7 +50,8 @@ def config(args, data: dict, codec: str | None, *extra: str):
 
 def train_rate(args, data, codec, out: Path) -> float:
     """Median images/s of a short run (log records after the first, which includes start-up)."""
-    train(config(args, data, codec, f"train.steps={args.rate_steps}"), out)
+    if not (args.reuse and (out / "log.jsonl").is_file()):
+        train(config(args, data, codec, f"train.steps={args.rate_steps}"), out)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return statistics.median(r["images_per_s"] for r in records[1:] or records)
 
@@ -79,6 +80,9 @@ def main() -> None:
     ap.add_argument("--features", help="domain feature net file (default: train one here)")
     ap.add_argument("--ref-split", default="test", help="FD reference images: test | train")
     ap.add_argument("--out", help="keep runs here (default: a temp dir)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="load the latent cache, rate_* and timed_* runs already in --out "
+                    "instead of making them")  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="latent_vs_pixel_"))
     pixels = {"name": args.data, "size": args.size, **({"limit": args.limit} if args.limit else {})}
@@ -96,7 +100,9 @@ def main() -> None:
     )
     print(f"codec: {codec} ({time.perf_counter() - t:.0f} s)")
     t = time.perf_counter()
-    cache = encode_dataset(pixels, codec, out / "latents.safetensors")
+    cache = out / "latents.safetensors"
+    if not (args.reuse and cache.is_file()):
+        cache = encode_dataset(pixels, codec, cache)
     print(f"latent cache: {pixels} encoded once in {time.perf_counter() - t:.1f} s")
     latents = {"name": "latents", "path": str(cache)}
     models = {"pixel": (pixels, None), "latent": (latents, codec)}
@@ -108,7 +114,9 @@ def main() -> None:
     pipes = {}
     for name, (data, c) in models.items():
         cfg = config(args, data, c, "train.steps=1000000", f"train.max_seconds={args.seconds}")
-        pipes[name] = difflab.load(train(cfg, out / f"timed_{name}"))
+        run = out / f"timed_{name}"
+        reused = args.reuse and (run / "config.toml").is_file()
+        pipes[name] = difflab.load(run if reused else train(cfg, run))
         steps = pipes[name].info["step"]
         print(
             f"{name}: {steps} steps in {args.seconds:.0f} s (net shape {list(pipes[name].shape)})"
