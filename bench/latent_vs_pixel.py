@@ -101,9 +101,11 @@ def main() -> None:
     print(f"codec: {codec} ({time.perf_counter() - t:.0f} s)")
     t = time.perf_counter()
     cache = out / "latents.safetensors"
-    if not (args.reuse and cache.is_file()):
+    if args.reuse and cache.is_file():
+        print(f"latent cache: {cache} reused")
+    else:
         cache = encode_dataset(pixels, codec, cache)
-    print(f"latent cache: {pixels} encoded once in {time.perf_counter() - t:.1f} s")
+        print(f"latent cache: {pixels} encoded once in {time.perf_counter() - t:.1f} s")
     latents = {"name": "latents", "path": str(cache)}
     models = {"pixel": (pixels, None), "latent": (latents, codec)}
     rates = {k: [] for k in models}
