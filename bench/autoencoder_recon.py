@@ -5,10 +5,12 @@ the dataset's test split: PSNR, rFD (Fréchet distance between the domain featur
 of the originals and of the reconstructions; the feature net is trained here with
 `train_feature_net` unless --features is given) and, for VQ, codebook usage and perplexity of the
 held-out codes. The peer of each row is the other codec at the same factor, trained the same
-steps in the same run; the KL/VQ ratios are printed.
+steps in the same run; the KL/VQ ratios are printed. A `resize` row per factor (area-downsample
+by f, bilinear upsample: no training) puts the PSNR and rFD scale in context.
 
     python bench/autoencoder_recon.py                                   # Fashion-MNIST 32×32, f=4
     python bench/autoencoder_recon.py --steps 3000 --n 2000 --factors 4 8 --limit 0
+    python bench/autoencoder_recon.py --data emoji --size 64 --limit 0 --factors 4 8 --batch 16
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 from difflab.codecs.vq import usage  # noqa: E402
@@ -52,6 +55,9 @@ def main() -> None:
     ap.add_argument("--features", help="domain feature net file (default: train one here)")
     ap.add_argument("--feature-steps", type=int, default=300)
     ap.add_argument("--out", help="keep the runs here (default: a temp dir)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="evaluate OUT/CODEC_fF/autoencoder.safetensors where it exists "
+                    "instead of training it (train s then prints as nan)")  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="ae_recon_"))
     train_spec = {
@@ -82,17 +88,20 @@ def main() -> None:
     for factor in args.factors:
         for name in args.codecs:
             t = time.perf_counter()
-            path = train_autoencoder(
-                train_spec,
-                out / f"{name}_f{factor}",
-                codec=name,
-                factor=factor,
-                net={"ch": args.ch},
-                steps=args.steps,
-                batch_size=args.batch,
-                device="cpu",
-            )
-            seconds = time.perf_counter() - t
+            path = out / f"{name}_f{factor}" / "autoencoder.safetensors"
+            seconds = float("nan")
+            if not (args.reuse and path.is_file()):
+                path = train_autoencoder(
+                    train_spec,
+                    out / f"{name}_f{factor}",
+                    codec=name,
+                    factor=factor,
+                    net={"ch": args.ch},
+                    steps=args.steps,
+                    batch_size=args.batch,
+                    device="cpu",
+                )
+                seconds = time.perf_counter() - t
             codec, meta = load_codec_file(path)
             x = test.to_model(originals)
             recon = reconstruct(codec, x)
@@ -113,6 +122,14 @@ def main() -> None:
                 f"{name:>5} {factor:>2} {str(meta['latent_shape']):>10} {value:8.2f} {dist:9.3f} "
                 f"{used:6.2f} {perplexity:8.1f} {seconds:8.0f}"
             )
+        x = test.to_model(originals)
+        small = F.interpolate(x, scale_factor=1 / factor, mode="area")  # [n, C, H/f, W/f]
+        resized = F.interpolate(small, size=x.shape[-2:], mode="bilinear").clamp(-1, 1)
+        print(
+            f"{'resize':>5} {factor:>2} {str(list(small.shape[1:])):>10} "
+            f"{psnr(resized, x).mean().item():8.2f} "
+            f"{rfd(net, originals, pixels_to_uint8(resized)):9.3f}"
+        )
         if ("kl", factor) in rows and ("vq", factor) in rows:
             (pk, fk), (pv, fv) = rows["kl", factor], rows["vq", factor]
             print(

@@ -2,7 +2,8 @@
 images/s, and FD at equal wall-clock training time.
 
 Both models are the same difflab U-Net (same model_channels, channel_mult, res blocks); the
-latent one works on a KL codec's latents (f=4: 32×32×1 → 8×8×4) and trains from a latent cache
+latent one works on a KL codec's latents (f=4: 32×32×1 → 8×8×4; emoji 64×64×3 → 16×16×4) and
+trains from a latent cache
 (`encode_dataset`, timed separately: it is paid once). Throughput: short training runs and
 sampling passes interleaved A/B/A/B, medians. Quality: each model trains for the same wall-clock
 seconds, then n samples (same sampler and steps) are compared with held-out test images by the
@@ -10,6 +11,7 @@ Fréchet distance in a domain feature net's space (trained here unless --feature
 
     python bench/latent_vs_pixel.py --codec RUN/autoencoder.safetensors
     python bench/latent_vs_pixel.py --seconds 1800 --n 2000 --width 64      # the full-size run
+    python bench/latent_vs_pixel.py --data emoji --size 64 --limit 0 --ref-split train
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def config(args, data: dict, codec: str | None, *extra: str):
 
 def train_rate(args, data, codec, out: Path) -> float:
     """Median images/s of a short run (log records after the first, which includes start-up)."""
-    train(config(args, data, codec, f"train.steps={args.rate_steps}"), out)
+    if not (args.reuse and (out / "log.jsonl").is_file()):
+        train(config(args, data, codec, f"train.steps={args.rate_steps}"), out)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     return statistics.median(r["images_per_s"] for r in records[1:] or records)
 
@@ -61,8 +64,10 @@ def sample_rate(pipe, n: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="fashion_mnist", help="labelled image dataset name")
     ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--limit", type=int, default=10000, help="Fashion-MNIST training images")
+    ap.add_argument("--limit", type=int, default=10000, help="training images (0: all)")
+    ap.add_argument("--factor", type=int, default=4, help="codec downsampling (trained here)")
     ap.add_argument("--codec", help="KL codec file for these images (default: train one here)")
     ap.add_argument("--ae-steps", type=int, default=300)
     ap.add_argument("--width", type=int, default=32, help="U-Net model_channels (both models)")
@@ -73,17 +78,21 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256, help="samples for FD and sampling rate")
     ap.add_argument("--sample-steps", type=int, default=10)
     ap.add_argument("--features", help="domain feature net file (default: train one here)")
+    ap.add_argument("--ref-split", default="test", help="FD reference images: test | train")
     ap.add_argument("--out", help="keep runs here (default: a temp dir)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="load the latent cache, rate_* and timed_* runs already in --out "
+                    "instead of making them")  # fmt: skip
     args = ap.parse_args()
     out = Path(args.out or tempfile.mkdtemp(prefix="latent_vs_pixel_"))
-    pixels = {"name": "fashion_mnist", "size": args.size, "limit": args.limit}
+    pixels = {"name": args.data, "size": args.size, **({"limit": args.limit} if args.limit else {})}
     t = time.perf_counter()
     codec = args.codec or str(
         train_autoencoder(
             pixels,
             out / "ae",
             codec="kl",
-            factor=4,
+            factor=args.factor,
             steps=args.ae_steps,
             net={"ch": 32},
             device="cpu",
@@ -91,8 +100,12 @@ def main() -> None:
     )
     print(f"codec: {codec} ({time.perf_counter() - t:.0f} s)")
     t = time.perf_counter()
-    cache = encode_dataset(pixels, codec, out / "latents.safetensors")
-    print(f"latent cache: {args.limit} images encoded once in {time.perf_counter() - t:.1f} s")
+    cache = out / "latents.safetensors"
+    if args.reuse and cache.is_file():
+        print(f"latent cache: {cache} reused")
+    else:
+        cache = encode_dataset(pixels, codec, cache)
+        print(f"latent cache: {pixels} encoded once in {time.perf_counter() - t:.1f} s")
     latents = {"name": "latents", "path": str(cache)}
     models = {"pixel": (pixels, None), "latent": (latents, codec)}
     rates = {k: [] for k in models}
@@ -103,7 +116,9 @@ def main() -> None:
     pipes = {}
     for name, (data, c) in models.items():
         cfg = config(args, data, c, "train.steps=1000000", f"train.max_seconds={args.seconds}")
-        pipes[name] = difflab.load(train(cfg, out / f"timed_{name}"))
+        run = out / f"timed_{name}"
+        reused = args.reuse and (run / "config.toml").is_file()
+        pipes[name] = difflab.load(run if reused else train(cfg, run))
         steps = pipes[name].info["step"]
         print(
             f"{name}: {steps} steps in {args.seconds:.0f} s (net shape {list(pipes[name].shape)})"
@@ -114,16 +129,16 @@ def main() -> None:
             srates[name].append(sample_rate(pipe, min(args.n, 64)))
     sample_ips = {k: statistics.median(v) for k, v in srates.items()}
     features = args.features or train_feature_net(
-        {"name": "fashion_mnist", "size": args.size, "limit": args.limit}, steps=300,
-        out_path=out / "features.safetensors")  # fmt: skip
+        pixels, steps=300, out_path=out / "features.safetensors")  # fmt: skip
     net = load_feature_net({"name": "domain", "path": str(features)})
-    test = load_dataset({"name": "fashion_mnist", "size": args.size, "split": "test"})
+    test = load_dataset({"name": args.data, "size": args.size, "split": args.ref_split})
     with torch.no_grad():
         ref = feature_stats(net(test.x[: max(args.n, 1000)]).numpy())
         fd = {k: frechet_distance(*feature_stats(net(p(args.n, seed=1)).numpy()), *ref)
               for k, p in pipes.items()}  # fmt: skip
     print(
-        f"width {args.width}, batch {args.batch}, {args.size}×{args.size} Fashion-MNIST; "
+        f"width {args.width}, batch {args.batch}, {args.size}×{args.size} {args.data}; "
+        f"FD vs {min(len(test.x), max(args.n, 1000))} {args.ref_split} images; "
         f"sampler {pipes['pixel'].defaults['sampler']['name']} × {args.sample_steps} steps"
     )
     print(

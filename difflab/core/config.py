@@ -207,13 +207,15 @@ def load_config(path_or_name: str | Path | None = None, overrides: list[str] = (
 
 
 def _merge(base: dict, new: dict, where: str) -> None:
-    """Merge `new` into the defaults: sections merge key by key, specs ({name=...}) replace."""
+    """Merge `new` into the defaults: sections merge key by key, specs ({name=...}) and codec
+    files ({ckpt=...}) replace."""
     for key, value in new.items():
         if key not in base:
             raise UsageError(
                 f"unknown config key {where + key!r}; valid keys here: {', '.join(base)}"
             )
-        if isinstance(value, dict) and isinstance(base[key], dict) and "name" not in value:
+        spec = isinstance(value, dict) and ("name" in value or "ckpt" in value)
+        if isinstance(value, dict) and isinstance(base[key], dict) and not spec:
             _merge(base[key], value, f"{where}{key}.")
         else:
             base[key] = value
