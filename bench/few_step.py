@@ -50,6 +50,7 @@ def parse() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench-out/few_step")
     ap.add_argument("--teacher", help="an existing teacher run dir or checkpoint")
+    ap.add_argument("--teacher-seconds", type=float, help="--teacher's training wall-clock")
     ap.add_argument("--teacher-train", type=int, default=2000, help="teacher training steps")
     ap.add_argument("--teacher-steps", default="10,20,40", help="teacher sampling steps to score")
     ap.add_argument("--student-train", type=int, default=1000, help="student training steps")
@@ -114,10 +115,16 @@ def score(args, teacher, out: Path, methods: list[str], seconds: dict) -> tuple[
         return value
 
     t = load(teacher)
+    cache_file = out / "teacher_fd.json"  # deterministic seeds: same teacher/n/features, same FD
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     for steps in map(int, args.teacher_steps.split(",")):
+        key = f"{Path(teacher).resolve()}|{steps}|{args.n}|{args.features}"
+        if key not in cache:
+            cache[key] = fd(t, steps, "teacher")
+            cache_file.write_text(json.dumps(cache, indent=1))
         rows.append({"method": "teacher", "steps": steps, "nfe": 2 * steps - 1,
-                     "fd": fd(t, steps, "teacher"), "train_s": seconds.get("teacher")})  # fmt: skip
-    for method in methods:
+                     "fd": cache[key], "train_s": seconds.get("teacher")})  # fmt: skip
+    for method in filter(None, methods):  # --methods "" scores the teacher only
         total = json.loads((out / method / "seconds.json").read_text())["seconds"]
         if method == "progressive":
             for k, steps in enumerate(reversed(STEPS)):  # round 1 → 8 steps ... round 4 → 1 step
@@ -137,7 +144,7 @@ def main() -> None:
     args = parse()
     out = Path(args.out)
     methods = args.methods.split(",")
-    seconds = {}
+    seconds = {} if args.teacher_seconds is None else {"teacher": args.teacher_seconds}
     teacher = args.teacher
     if teacher is None:
         common = [f"train.batch_size={args.batch_size}", "train.log_every=50", "train.ckpt_every=0"]
