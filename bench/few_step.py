@@ -30,6 +30,7 @@ from difflab.core.imageio import save_grid
 from difflab.evaluation.evaluate import evaluate, load_ref, reference_stats
 from difflab.evaluation.features import load_feature_net
 from difflab.inference.pipeline import load
+from difflab.storage.checkpoint import resolve_model_path
 from difflab.training.distill import distill
 
 DATA = {"name": "fashion_mnist", "split": "test", "size": 16, "resize": "bilinear"}
@@ -102,41 +103,39 @@ def feature_setup(args):
 
 
 def score(args, teacher, out: Path, methods: list[str], seconds: dict) -> tuple[list[dict], str]:
-    """The table's rows (FD of the teacher and of every student) and the FD column's name."""
+    """The table's rows (FD of the teacher and of every student) and the FD column's name. FDs
+    are cached in OUT/fd_cache.json per (model file, its mtime, steps, n, features): seeds are
+    fixed, so a rerun (e.g. after another method finished) only scores what is new."""
     net, ref, column = feature_setup(args)
-    rows = []
-
-    def fd(pipe, steps, name):
-        images = pipe(args.n, seed=0, steps=steps, batch_size=250)
-        if steps <= 2:
-            save_grid(images[:64].numpy(), out / f"grid_{name}_{steps}.png")
-        value = evaluate(images, ref, net, ("fd",))["fd"]
-        print(f"{name} {steps} steps: FD {value:.4g}", flush=True)
-        return value
-
-    t = load(teacher)
-    cache_file = out / "teacher_fd.json"  # deterministic seeds: same teacher/n/features, same FD
+    cache_file = out / "fd_cache.json"
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
-    for steps in map(int, args.teacher_steps.split(",")):
-        key = f"{Path(teacher).resolve()}|{steps}|{args.n}|{args.features}"
+
+    def fd(run, steps, name):
+        path = resolve_model_path(Path(run)).resolve()
+        key = f"{path}|{path.stat().st_mtime_ns}|{steps}|{args.n}|{args.features}"
         if key not in cache:
-            cache[key] = fd(t, steps, "teacher")
+            images = load(path)(args.n, seed=0, steps=steps, batch_size=250)
+            if steps <= 2:
+                save_grid(images[:64].numpy(), out / f"grid_{name}_{steps}.png")
+            cache[key] = evaluate(images, ref, net, ("fd",))["fd"]
             cache_file.write_text(json.dumps(cache, indent=1))
-        rows.append({"method": "teacher", "steps": steps, "nfe": 2 * steps - 1,
-                     "fd": cache[key], "train_s": seconds.get("teacher")})  # fmt: skip
+        print(f"{name} {steps} steps: FD {cache[key]:.4g}", flush=True)
+        return cache[key]
+
+    rows = [{"method": "teacher", "steps": steps, "nfe": 2 * steps - 1,
+             "fd": fd(teacher, steps, "teacher"), "train_s": seconds.get("teacher")}
+            for steps in map(int, args.teacher_steps.split(","))]  # fmt: skip
     for method in filter(None, methods):  # --methods "" scores the teacher only
         total = json.loads((out / method / "seconds.json").read_text())["seconds"]
         if method == "progressive":
             for k, steps in enumerate(reversed(STEPS)):  # round 1 → 8 steps ... round 4 → 1 step
-                pipe = load(out / method / f"round-{k + 1}")
                 rows.append({"method": method, "steps": steps, "nfe": steps,
-                             "fd": fd(pipe, steps, method),
+                             "fd": fd(out / method / f"round-{k + 1}", steps, method),
                              "train_s": total * (k + 1) / len(STEPS)})  # fmt: skip
             continue
-        pipe = load(out / method)
         for steps in STEPS:
             rows.append({"method": method, "steps": steps, "nfe": steps,
-                         "fd": fd(pipe, steps, method), "train_s": total})  # fmt: skip
+                         "fd": fd(out / method, steps, method), "train_s": total})  # fmt: skip
     return rows, column
 
 
