@@ -15,6 +15,7 @@ from difflab.training.objectives import build_objective
 from difflab.training.objectives.base import Batch
 from difflab.training.objectives.consistency import ict_discretization
 from difflab.training.objectives.progressive import progressive_target
+from difflab.training.objectives.teacher import solver
 from oracles import GaussianData, float64_default, perfect_denoiser
 
 
@@ -115,6 +116,27 @@ def test_cd_loss_vanishes_for_the_exact_consistency_function():
     assert heun[0] < euler[0] / 10 and euler[0] < 1e-6 * bad, (heun, euler, bad)
     assert 10 < euler[0] / euler[1] < 25, euler  # 2⁴ per halving of h
     assert 40 < heun[0] / heun[1] < 100, heun  # 2⁶
+
+
+def test_dpm_solver_teacher_step_equals_the_samplers_single_step():
+    """One CD teacher step with DPM-Solver-2 = the `dpm_solver` sampler's one second-order step
+    over [σ, √(σσ'), σ'] on the exact Gaussian denoiser, and is far closer to the exact ODE than
+    Euler; its CD loss for the exact consistency function falls as O(h⁶), like Heun's."""
+    with float64_default():
+        data = GaussianData(mu=0.3, s=0.5)
+        teacher = teacher_of(data)
+        x = 2.0 * torch.randn(16, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+        b = torch.ones(16)
+        sigma, sigma_next = 1.0, 0.7
+        step = solver("dpm_solver")(teacher, x, sigma * b, sigma_next * b)
+        grid = torch.tensor([sigma, math.sqrt(sigma * sigma_next), sigma_next])
+        torch.testing.assert_close(step, sample("dpm_solver", teacher, x, grid), rtol=1e-12,
+                                   atol=1e-12)  # fmt: skip
+        exact = data.ode_solution(x, sigma, sigma_next)
+        euler = solver("euler")(teacher, x, sigma * b, sigma_next * b)
+        assert (step - exact).abs().max() < (euler - exact).abs().max() / 5
+        dpm = [_cd_loss(data, "dpm_solver", n) for n in (36, 72)]
+    assert 40 < dpm[0] / dpm[1] < 100, dpm  # 2⁶ per halving of h
 
 
 def test_ct_loss_vanishes_for_the_exact_consistency_function_of_a_point_mass():

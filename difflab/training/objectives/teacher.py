@@ -15,6 +15,7 @@ from difflab.core.errors import UsageError
 from difflab.core.precond import Precond
 from difflab.core.registry import Registry
 from difflab.core.types import bcast
+from difflab.samplers.dpm import ei_step
 from difflab.storage.models import load_denoiser
 
 METRICS = Registry("consistency metric")
@@ -120,11 +121,24 @@ def heun_step(fn, x: Tensor, sigma: Tensor, sigma_next: Tensor, cond: dict | Non
     return x + h * (d + d_next) / 2
 
 
-SOLVERS = {"euler": ddim_step, "heun": heun_step}
+def dpm_solver_step(
+    fn, x: Tensor, sigma: Tensor, sigma_next: Tensor, cond: dict | None = None
+) -> Tensor:  # fmt: skip
+    """DPM-Solver-2 with x̂0, r = ½ (= DPM-Solver++(2S)): first order to λ_mid = (λ + λ')/2, then
+    x' = (σ'/σ)·x + (1 − σ'/σ)·D(x_mid, σ_mid) (Lu et al. 2022a, Alg. 1; 2022b, Eq. 9); σ' > 0."""
+    s, s_next = bcast(sigma, x), bcast(sigma_next, x)
+    sigma_mid = (sigma * sigma_next).sqrt()  # [B]
+    x_mid = ei_step(x, s, bcast(sigma_mid, x), fn(x, sigma, cond))
+    return ei_step(x, s, s_next, fn(x_mid, sigma_mid, cond))
+
+
+SOLVERS = {"euler": ddim_step, "heun": heun_step, "dpm_solver": dpm_solver_step}
 
 
 def solver(name: str):
-    """The one-step teacher ODE solver `name` (euler, heun)."""
+    """The one-step teacher ODE solver `name` (euler, heun, dpm_solver)."""
     if name not in SOLVERS:
-        raise UsageError(f"unknown teacher `solver` {name!r}; choose one of: euler, heun")
+        raise UsageError(
+            f"unknown teacher `solver` {name!r}; choose one of: {', '.join(SOLVERS)}"
+        )
     return SOLVERS[name]
