@@ -179,7 +179,8 @@ def test_bad_input_is_an_error_message_not_a_traceback(session, over, message):
 def test_settings_load_from_a_dropped_png(session):
     paths = run(session, classes=[4, 6], seed=9)[-1][2]
     updates = session.settings_from_png(paths[1])
-    label, sampler, options, steps, disc, guidance, seed, n, classes, prompt, note = updates
+    label, sampler, options, steps, disc, guidance, seed, n, classes, prompt, *rest = updates
+    negative, strength, jump, resample, aug, note = rest
     assert label["value"] == "cls" and sampler["value"] == "euler_ancestral" and steps == 4
     assert guidance == "cfg:scale=2" and seed == 10 and n == 1 and classes["value"] == [6]
     assert "loaded settings" in note

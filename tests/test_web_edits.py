@@ -139,3 +139,17 @@ def test_reference_uploads_fill_the_ref_of_reference_terms(session, tmp_path):
     assert with_references("style:ref=a.png", [], tmp_path) == "style:ref=a.png"
     with pytest.raises(gr.Error, match="no guidance term uses them"):
         run(session, label="uncond", guidance="", refs=[str(ref)])
+
+
+def test_a_dropped_png_restores_negative_prompts_and_edit_options(session):
+    """The settings a PNG carries fill the form: the negative prompt of a text sample, and the
+    strength / jump length / resample of an edit (fields the PNG lacks are left alone)."""
+    png = run(session, prompt="a handwritten seven", negative="a handwritten one")[0]
+    *_, negative, strength, jump, resample, aug, note = session.settings_from_png(str(png))
+    assert negative == "a handwritten one" and "sample" in note
+    assert all(u == gr.skip() for u in (strength, jump, resample, aug))
+    over = {"label": "uncond", "guidance": "", "editor": editor(16, 120, (4, 12)), "steps": 6,
+            "jump_length": 2, "resample": 3}  # fmt: skip
+    png = run(session, **over)[0]
+    *_, strength, jump, resample, aug, note = session.settings_from_png(str(png))
+    assert (jump["value"], resample["value"]) == (2, 3) and "inpaint" in note

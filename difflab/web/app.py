@@ -91,5 +91,6 @@ def build_app(session: Session) -> gr.Blocks:
                   concurrency_limit=1, concurrency_id="sampling")  # fmt: skip
         stop.click(session.cancel, None, status, queue=False, api_name="cancel")
         png.upload(session.settings_from_png, png, [model, sampler, options, steps,
-                   discretization, guidance, seed, n, classes, prompt, status])  # fmt: skip
+                   discretization, guidance, seed, n, classes, prompt, negative, strength, jump,
+                   resample, aug, status])  # fmt: skip
     return app

@@ -24,6 +24,9 @@ from difflab.web import jobs
 from difflab.web.models import Models, capabilities
 from difflab.web.references import spec_text, with_references
 
+EDIT_FIELDS = ("strength", "jump_length", "resample", "aug_level")  # edit options a PNG restores
+PNG_FIELDS = 12 + len(EDIT_FIELDS)  # form fields `settings_from_png` updates
+
 log = logging.getLogger("difflab.web")
 
 
@@ -194,16 +197,18 @@ class Session:
         return "cancelling at the next step"
 
     # -------------------------------------------------------------- settings from a PNG
+    # the form fields a PNG fills: model, sampler, options, steps, σ grid, guidance, seed, n,
+    # classes, prompt, negative prompt, the EDIT_FIELDS, and the status line
     def settings_from_png(self, file) -> tuple:
         """Form updates from the settings a dropped difflab PNG carries."""
         if file is None:
-            return tuple(gr.skip() for _ in range(11))
+            return tuple(gr.skip() for _ in range(PNG_FIELDS))
         try:
             meta = read_png_meta(getattr(file, "name", file))
         except UsageError as err:
             raise gr.Error(str(err), print_exception=False) from None
         label = self.find_model(meta)
-        inputs = meta.get("inputs", {})
+        inputs, edit = meta.get("inputs", {}), meta.get("edit", {})
         sampler = dict(meta["sampler"])
         return (
             gr.update(value=label) if label else gr.skip(),
@@ -216,6 +221,8 @@ class Session:
             int(meta.get("n", 1)),
             gr.update(value=inputs.get("classes", [])),
             "\n".join(inputs.get("prompts", [])),
+            "\n".join(inputs.get("negative_prompts", [])),
+            *(gr.update(value=edit[k]) if k in edit else gr.skip() for k in EDIT_FIELDS),
             f"loaded settings of a {meta.get('edit', {}).get('kind', 'sample')} "
             f"from {'model ' + label if label else 'an unknown model (sha256 ' + meta['sha256'][:12] + '…)'}",
         )
