@@ -5,9 +5,14 @@ level (+1 in the decoder), BigGAN-style residual up/down-sampling, scale-shift (
 attention with the same head width at the same resolutions, and a res–attn–res middle block.
 Parameter counts are printed and asserted equal within 5 %.
 
-Timings are interleaved A/B/A/B within one process and reported as medians.
+Timings are interleaved A/B/A/B within one process and reported as medians. A second table gives
+the achieved GFLOP/s of each call (model FLOPs of convolutions, matmuls and attention counted once
+with torch.utils.flop_counter; a training step counts forward + backward, not AdamW) as a
+fraction of this machine's peak: a large torch.matmul in the same dtype on the same threads (MKL),
+and a large 3×3 convolution (oneDNN), which on some CPUs (AMD) runs far above MKL's matmul.
 
     python bench/unet_throughput.py                      # presets "cifar" and "digits"
+    python bench/unet_throughput.py --presets fashion16            # configs/fashion_mnist16.toml
     python bench/unet_throughput.py --resolution 64 --channels 3 --batch 8 --reps 5
 """
 
@@ -24,6 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DModel
+from torch.utils import flop_counter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 from difflab.nets.base import NETS  # noqa: E402
@@ -46,7 +52,57 @@ class Config:
 PRESETS = {
     "cifar": Config("cifar 32x32x3", 32, 3, 16, 64, (1, 2, 2), (16,), 32),
     "digits": Config("digits 8x8x1", 8, 1, 64, 32, (1, 2, 2), (4,), 32, norm_groups=16),
+    # the net of configs/fashion_mnist16.toml (4 heads of 16 channels at 8×8), its batch size
+    "fashion16": Config("fashion16 16x16x1", 16, 1, 128, 32, (1, 2, 2), (8,), 16, 1),
 }
+
+
+def _cpu_sdpa_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_flop_count(query, key, value)
+
+
+def _cpu_sdpa_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# the CPU kernel of scaled_dot_product_attention, which flop_counter does not know by name
+_CPU_SDPA = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward_flops,
+}
+
+
+def count_flops(step: Callable[[], None]) -> int:
+    """Model FLOPs of one call (convolutions, matmuls, attention; not elementwise or AdamW)."""
+    counter = flop_counter.FlopCounterMode(display=False, custom_mapping=_CPU_SDPA)
+    with counter:
+        step()
+    return counter.get_total_flops()
+
+
+def _gflops(fn: Callable[[], torch.Tensor], flops: float, reps: int = 7) -> float:
+    """GFLOP/s of `fn` (doing `flops`), median of `reps` calls after 3 warm-up calls."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return flops / statistics.median(times) / 1e9
+
+
+def machine_peak(dtype: torch.dtype) -> dict[str, float]:
+    """This machine's measured peak, GFLOP/s: a 2048² torch.matmul (MKL) and, as a second
+    reference, a large 3×3 convolution (oneDNN), both in `dtype` on the current threads."""
+    n = 2048
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    x, w = torch.randn(64, 128, 16, 16, dtype=dtype), torch.randn(128, 128, 3, 3, dtype=dtype)
+    conv_flops = 2 * 64 * 16 * 16 * 128 * 128 * 9
+    return {
+        "matmul": _gflops(lambda: torch.matmul(a, b), 2 * n**3),
+        "conv": _gflops(lambda: F.conv2d(x, w, padding=1), conv_flops),
+    }
 
 
 def build_difflab(cfg: Config) -> torch.nn.Module:
@@ -138,7 +194,7 @@ def interleaved(steps: list[Callable[[], None]], reps: int, warmup: int) -> list
     return [statistics.median(t) for t in times]
 
 
-def run(cfg: Config, reps: int, warmup: int, diffusers_cl: bool) -> None:
+def run(cfg: Config, reps: int, warmup: int, diffusers_cl: bool, peak: dict[str, dict]) -> None:
     torch.manual_seed(0)
     nets = {"difflab": build_difflab(cfg), "diffusers": build_diffusers(cfg)}
     if diffusers_cl:  # diffusers with channels-last weights and input, for reference
@@ -156,13 +212,24 @@ def run(cfg: Config, reps: int, warmup: int, diffusers_cl: bool) -> None:
     others = list(nets)[1:]
     header = f"{'mode':<13}" + "".join(f"{k + ' img/s':>20}" for k in nets)
     print(header + "".join(f"{'difflab/' + k:>22}" for k in others))
+    achieved = []  # (mode, net, GFLOP per call, seconds per call)
     for train in (False, True):
         for bf16 in (False, True):
             mode = f"{'train' if train else 'sample'} {'bf16' if bf16 else 'fp32'}"
             steps = [make_step(net, inputs[k], c_noise, train, bf16) for k, net in nets.items()]
-            rates = [cfg.batch / t for t in interleaved(steps, reps, warmup)]
+            times = interleaved(steps, reps, warmup)
+            rates = [cfg.batch / t for t in times]
             row = f"{mode:<13}" + "".join(f"{r:>20.1f}" for r in rates)
             print(row + "".join(f"{rates[0] / r:>21.2f}x" for r in rates[1:]), flush=True)
+            flops = [count_flops(step) for step in steps]
+            achieved += [(mode, k, f / 1e9, t) for k, f, t in zip(nets, flops, times)]
+    print(
+        f"\n{'mode':<13}{'net':<14}{'GFLOP/call':>11}{'GFLOP/s':>10}{'of matmul':>11}{'of conv':>9}"
+    )
+    for mode, k, gflop, t in achieved:
+        ref = peak[mode.split()[1]]
+        of_mm, of_conv = gflop / t / ref["matmul"], gflop / t / ref["conv"]
+        print(f"{mode:<13}{k:<14}{gflop:>11.3f}{gflop / t:>10.1f}{of_mm:>11.1%}{of_conv:>9.1%}")
 
 
 def main() -> None:
@@ -203,8 +270,14 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"median of {args.reps} interleaved reps"
     )
+    peak = {"fp32": machine_peak(torch.float32), "bf16": machine_peak(torch.bfloat16)}
+    for name, ref in peak.items():
+        print(
+            f"peak {name}: torch.matmul 2048x2048 {ref['matmul']:.1f} GFLOP/s, "
+            f"conv2d 3x3 128->128 on 64x16x16 {ref['conv']:.1f} GFLOP/s"
+        )
     for cfg in configs:
-        run(cfg, args.reps, args.warmup, args.diffusers_channels_last)
+        run(cfg, args.reps, args.warmup, args.diffusers_channels_last, peak)
 
 
 if __name__ == "__main__":
