@@ -278,3 +278,22 @@ def test_mlp():
         net(x, c_noise, {"tokens": torch.randn(5, 2, 3)})
     with pytest.raises(UsageError, match=r"x must be \[B, 2\]"):
         net(torch.randn(5, 3), c_noise)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_explicit_attention_equals_sdpa(masked):
+    """The CPU bf16 path (two matmuls, fp32 softmax) computes the same attention as SDPA: equal
+    in fp32 to float precision, within bf16 rounding in bf16; masked keys get no weight."""
+    from difflab.nets.layers import explicit_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(3))  # [B, h, N, d]
+    mask = torch.tensor([[True] * 3 + [False] * 2, [True] * 5])[:, None, None, :] if masked else None
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, h, N, d]
+    assert torch.allclose(explicit_attention(q, k, v, mask), want, atol=1e-6)
+    got = explicit_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    assert got.dtype == torch.bfloat16 and torch.allclose(got.float(), want, atol=3e-2)
+    if masked:  # the last two keys of item 0 are ignored: changing their values changes nothing
+        v2 = v.clone()
+        v2[0, :, 3:] = 100.0
+        assert torch.equal(explicit_attention(q, k, v2, mask)[0], explicit_attention(q, k, v, mask)[0])

@@ -196,6 +196,16 @@ def key_padding_mask(tokens_mask: Tensor, num_queries: int) -> Tensor:
     return torch.cat([tokens_mask.bool(), keep_pixels], dim=1)[:, None, None, :]  # [B, 1, 1, L+N]
 
 
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """softmax(q kᵀ/√d) v (Vaswani et al. 2017, Eq. 1) as two matmuls in q's dtype with the
+    softmax in fp32; `mask` as scaled_dot_product_attention's (bool: True = attend, or additive).
+    q [B, h, N, d], k and v [B, h, M, d] → [B, h, N, d]."""
+    w = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-1, -2)).float()  # [B, h, N, M]
+    if mask is not None:
+        w = w.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else w + mask
+    return torch.matmul(w.softmax(-1).to(q.dtype), v)
+
+
 class AttentionBlock(nn.Module):
     """Multi-head self-attention over pixels, optionally also attending to conditioning tokens.
 
@@ -242,11 +252,10 @@ class AttentionBlock(nn.Module):
             tk, tv = self.token_kv(tokens).view(B, L, 2, heads, C // heads).permute(2, 0, 3, 1, 4)
             k = torch.cat([tk.to(k.dtype), k], dim=2)  # [B, heads, L + N, d]
             v = torch.cat([tv.to(v.dtype), v], dim=2)  # [B, heads, L + N, d]
-        if q.dtype in (torch.bfloat16, torch.float16) and torch.is_grad_enabled():
-            # CPU flash attention's backward is slower in bf16 than in fp32: train it in fp32
-            with torch.autocast(q.device.type, enabled=False):
-                h = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask)
-            h = h.to(q.dtype)  # [B, heads, N, d]
+        if q.dtype in (torch.bfloat16, torch.float16) and q.device.type == "cpu":
+            # CPU flash attention is slow in bf16 (its backward 4× slower than fp32): explicit
+            # matmuls in bf16 with the softmax in fp32 (bench/profile_step.py)
+            h = explicit_attention(q, k, v, mask)  # [B, heads, N, d]
         else:
             h = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # [B, heads, N, d]
         # skip_scale·(x + proj(h)) with the scale folded into the projection: one pass fewer
