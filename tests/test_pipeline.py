@@ -320,3 +320,25 @@ def test_noise_aware_and_feature_files_share_the_kind_checked_reader(run):
         load_classifier(model_file)
     with pytest.raises(UsageError, match="diffusion model checkpoint.*not a domain feature net"):
         load_feature_net({"name": "domain", "path": str(model_file)})
+
+
+def test_naming_the_configs_grid_keeps_its_options():
+    """`discretization="karras"` on a model whose config samples on {karras, sigma_max = 80}
+    keeps sigma_max (it used to be dropped silently); another name replaces the spec; the CLI's
+    --discretization also takes an inline table."""
+    from difflab.cli.main import build_parser
+    from difflab.core.config import Config
+    from difflab.inference.pipeline import Pipeline
+
+    cfg = Config().to_dict()
+    cfg["model"]["shape"] = [2]
+    cfg["sample"]["discretization"] = {"name": "karras", "sigma_max": 80.0}
+    pipe = Pipeline(torch.nn.Identity(), cfg)
+    assert pipe.settings(discretization="karras").discretization == cfg["sample"]["discretization"]
+    assert pipe.settings(discretization="uniform").discretization == {"name": "uniform"}
+    assert pipe.settings(discretization={"rho": 5}).discretization == {
+        "name": "karras", "sigma_max": 80.0, "rho": 5}  # fmt: skip
+    args = build_parser().parse_args(
+        ["sample", "run", "--out", "s", "--discretization", "{name='karras', sigma_max=80}"]
+    )
+    assert args.discretization == {"name": "karras", "sigma_max": 80}

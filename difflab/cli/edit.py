@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from difflab.cli.request_args import parse_classes
+from difflab.cli.request_args import DISCRETIZATION_HELP, parse_classes, spec_arg
 from difflab.core.errors import UsageError
 
 
@@ -20,7 +20,7 @@ def _common(p: argparse.ArgumentParser, *, images: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     p.add_argument("--sampler", help="sampler name (difflab list samplers)")
     p.add_argument("--steps", type=int, help="number of sampling steps of the grid")
-    p.add_argument("--discretization", help="sigma grid (difflab list discretizations)")
+    p.add_argument("--discretization", type=spec_arg, help=DISCRETIZATION_HELP)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--class", dest="classes", action="append", default=[], metavar="K",
                    help="class index per image (repeat or comma list; cycled)")  # fmt: skip

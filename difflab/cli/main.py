@@ -21,7 +21,7 @@ from difflab.cli.from_png import remake_edit
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.outputs import add_overwrite
-from difflab.cli.request_args import add_request_arguments
+from difflab.cli.request_args import DISCRETIZATION_HELP, add_request_arguments, spec_arg
 from difflab.cli.serve import add_commands as add_serve_commands
 from difflab.cli.training import progress_bar, run_training
 from difflab.core.config import builtin_configs, load_config, parse_value, to_toml
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
     s.add_argument("--sampler", help="sampler name (difflab list samplers)")
     s.add_argument("--steps", type=int, help="number of sampling steps")
-    s.add_argument("--discretization", help="sigma grid (difflab list discretizations)")
+    s.add_argument("--discretization", type=spec_arg, help=DISCRETIZATION_HELP)
     s.add_argument("--eta", type=float, help="noise level for ddim / ancestral samplers")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sampler option, e.g. --option s_churn=10")  # fmt: skip

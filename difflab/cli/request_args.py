@@ -53,3 +53,18 @@ def request_options(args) -> dict:
             "negative_prompts": args.negative_prompt, "images": args.image, "masks": args.mask,
             "aug_level": args.aug_level,
             "guidance": args.guidance}  # fmt: skip
+
+
+DISCRETIZATION_HELP = ("σ grid: a name (difflab list discretizations; the config's options are kept "
+                       "when it names the same grid) or an inline table, e.g. "
+                       "\"{name='karras', sigma_max=80}\"")
+
+
+def spec_arg(text: str) -> str | dict:
+    """A --discretization value: a name, or an inline TOML table as `--set` takes it."""
+    from difflab.core.config import parse_value
+
+    value = parse_value(text) if text.strip().startswith("{") else text
+    if not isinstance(value, (str, dict)):
+        raise UsageError(f"{text!r} is not a name or an inline table like {{name='karras'}}")
+    return value

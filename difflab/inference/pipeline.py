@@ -52,12 +52,13 @@ class Samples:
 
 
 def _spec(value: str | Mapping[str, Any] | None, default: Mapping[str, Any], what: str) -> dict:
-    """None → the default spec; "name" → {"name": name}; a table without a name updates the
-    default's options (e.g. {"eta": 0.5}); a table with a name replaces it."""
+    """None → the default spec; "name" → {"name": name}, or the default itself when it has that
+    name (its options, e.g. a Karras grid's sigma_max, are kept); a table without a name updates
+    the default's options (e.g. {"eta": 0.5}); a table with a name replaces it."""
     if value is None:
         return dict(default)
     if isinstance(value, str):
-        return {"name": value}
+        return dict(default) if value == default.get("name") else {"name": value}
     if not isinstance(value, Mapping):
         raise UsageError(f"`{what}` must be a name or a dict of options, got {value!r}")
     return dict(value) if "name" in value else {**default, **value}
