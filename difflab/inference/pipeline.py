@@ -153,7 +153,24 @@ class Pipeline:
         aug_noise: bool = True,
     ) -> tuple[Iterator[Tensor], dict, Settings]:
         """(model-space batches [b, *shape] generated lazily, what each sample asked for, the
-        settings): `sample` without holding every sample in memory (same arguments)."""
+        settings): `sample` without holding every sample in memory.
+
+        Arguments left as None take the config's `sample` defaults (n, seed, sampler, steps,
+        discretization, batch_size); `guidance` specs ("cfg:scale=3", {"name": ...}) come before
+        the config's default guidance. `sampler` / `discretization` is a name, a dict with a
+        name, or a dict of options for the default (e.g. {"eta": 0.5}). `classes`, `prompts` and
+        `images` (files, or a tensor of uint8 images or pixels in [-1, 1]) condition the
+        samples, cycled over n; an inpainting model also takes `masks` (files, white = known, or
+        a tensor [n, 1, H, W] in {0, 1}) and pastes the known region back exactly; an SR model
+        trained with noise augmentation takes the `aug_level` of its low-res input (default: its
+        config's cond.aug_level); `negative_prompts` replace the null condition of CFG (text
+        models). `start` [n, *shape] is the model-space state at σ =
+        sigmas[0] (editing, e.g. SDEdit: encode(images) + σ₀·noise);
+        `sigmas` an explicit grid (samplers.base: it may end above 0); `step_hook(x, i,
+        sigma_next)` may return a replacement for x after step i; `callback(info)` sees every
+        step; `aug_noise=False` says `images` already carry the noise of `aug_level` (CDM's
+        truncated cascade). Sample i depends on seed + i only.
+        """
         n = _count(self.defaults["n"] if n is None else n, "n")
         s = self.settings(sampler=sampler, steps=steps, discretization=discretization,
                           guidance=guidance, batch_size=batch_size, seed=seed)  # fmt: skip
@@ -185,7 +202,7 @@ class Pipeline:
             yield b
 
     def sample(self, n: int | None = None, **options: Any) -> Samples:
-        """Model-space samples with what each asked for (see `__call__` for the arguments)."""
+        """Model-space samples with what each asked for (the arguments are `stream`'s)."""
         batches, asked, s = self.stream(n, **options)
         return Samples(torch.cat(list(batches)), asked, s)
 
@@ -214,53 +231,10 @@ class Pipeline:
         pixels = self.decode(x)
         return pixels_to_uint8(pixels) if self.is_image else pixels
 
-    def __call__(
-        self,
-        n: int | None = None,
-        *,
-        seed: int | None = None,
-        classes: Sequence[int] = (),
-        prompts: Sequence[str] = (),
-        negative_prompts: Sequence[str] = (),
-        images: Sequence[str | Path] | Tensor = (),
-        masks: Sequence[str | Path] | Tensor = (),
-        aug_level: float | None = None,
-        sampler: str | dict | None = None,
-        steps: int | None = None,
-        discretization: str | dict | None = None,
-        guidance: str | Sequence[str | dict] | None = None,
-        callback: Callable[[dict], None] | None = None,
-        batch_size: int | None = None,
-        device: str | torch.device | None = None,
-        start: Tensor | None = None,
-        sigmas: Tensor | Sequence[float] | None = None,
-        step_hook: Callable | None = None,
-    ) -> Tensor:
-        """n samples as uint8 images [n, C, H, W] (point models: float [n, D]).
-
-        Arguments left as None take the config's `sample` defaults (n, seed, sampler, steps,
-        discretization, batch_size); `guidance` specs ("cfg:scale=3", {"name": ...}) come before
-        the config's default guidance. `sampler` / `discretization` is a name, a dict with a
-        name, or a dict of options for the default (e.g. {"eta": 0.5}). `classes`, `prompts` and
-        `images` (files, or a tensor of uint8 images or pixels in [-1, 1]) condition the
-        samples, cycled over n; an inpainting model also takes `masks` (files, white = known, or
-        a tensor [n, 1, H, W] in {0, 1}) and pastes the known region back exactly; an SR model
-        trained with noise augmentation takes the `aug_level` of its low-res input (default: its
-        config's cond.aug_level); `negative_prompts` replace the null condition of CFG (text
-        models). `start` [n, *shape] is the model-space state at σ =
-        sigmas[0] (editing, e.g. SDEdit: encode(images) + σ₀·noise);
-        `sigmas` an explicit grid (samplers.base: it may end above 0); `step_hook(x, i,
-        sigma_next)` may return a replacement for x after step i; `callback(info)` sees every
-        step. Sample i depends on seed + i only.
-        """
-        samples = self.sample(
-            n, seed=seed, classes=classes, prompts=prompts, negative_prompts=negative_prompts,
-            images=images, masks=masks,
-            aug_level=aug_level, sampler=sampler, steps=steps, discretization=discretization,
-            guidance=guidance, callback=callback, batch_size=batch_size, device=device,
-            start=start, sigmas=sigmas, step_hook=step_hook,
-        )  # fmt: skip
-        return self.to_images(samples.x)
+    def __call__(self, n: int | None = None, **options: Any) -> Tensor:
+        """n samples as uint8 images [n, C, H, W] (point models: float [n, D]); the arguments
+        are `stream`'s."""
+        return self.to_images(self.sample(n, **options).x)
 
     def __repr__(self) -> str:
         codec = self.config["model"].get("codec") or {"name": "identity"}
