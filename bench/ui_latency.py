@@ -62,8 +62,9 @@ def direct(pipe, source: Path, n: int, steps: int, out: Path) -> tuple[float, fl
     t0, first = time.perf_counter(), []
     cb = lambda info: first or first.append(time.perf_counter() - t0)
     result = pipe.sample(n, seed=0, sampler="euler", steps=steps, batch_size=n, callback=cb)
-    base = provenance.run_settings(source, pipe, result)
-    save_images(pipe.to_images(result.x).numpy(), out, meta=provenance.image_settings(base, result, {}))
+    base = provenance.run_settings(source, pipe, result.asked, result.settings)
+    metas = provenance.image_settings(base, result.asked, len(result.x), {})
+    save_images(pipe.to_images(result.x).numpy(), out, meta=metas)
     return first[0], time.perf_counter() - t0
 
 

@@ -60,7 +60,8 @@ def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False, seed: int =
 
     result = pipe.sample(callback=keep_first)
     samples = result.x  # model space
-    meta = grid_settings(run_settings(ckpt, pipe, result), result, {})
+    base = run_settings(ckpt, pipe, result.asked, result.settings)
+    meta = grid_settings(base, result.asked, len(samples), {})
     save_grid(pipe.to_images(samples).numpy(), out / "samples.png", nrow=10, meta=meta)
     frames, sigmas = [*steps_x0, samples[:1]], [*step_sigmas, 0.0]
     keep = sorted(set(torch.linspace(0, len(frames) - 1, 12).round().long().tolist()))

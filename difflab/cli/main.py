@@ -46,12 +46,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    import torch
-
     from difflab.cli.outputs import SampleDir, check_sample_dir
     from difflab.cli.request_args import request_options
     from difflab.inference import provenance
-    from difflab.inference.pipeline import Samples, load
+    from difflab.inference.pipeline import load
 
     out = Path(args.out)
     if args.ckpt is not None and args.ckpt.endswith(".toml"):  # a cascade of stage checkpoints
@@ -76,10 +74,9 @@ def cmd_sample(args) -> int:
     batches = iter(batches)
     first = next(batches)  # the first batch checks every option before the folder is touched
     # the settings and what each sample asked for (the samples themselves are streamed)
-    record = Samples(torch.empty(chosen["n"], 0), asked, settings)
-    base = provenance.run_settings(ckpt, pipe, record)
-    metas = provenance.image_settings(base, record, given)
-    grid_meta, start_index = provenance.grid_settings(base, record, given), 0
+    base, n = provenance.run_settings(ckpt, pipe, asked, settings), chosen["n"]
+    metas = provenance.image_settings(base, asked, n, given)
+    grid_meta, start_index = provenance.grid_settings(base, asked, n, given), 0
     if meta is not None:  # --from-png: the same settings, so the same bytes
         if meta["n"] == 1:
             metas, start_index = [meta], meta["index"]

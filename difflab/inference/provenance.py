@@ -44,12 +44,14 @@ def checkpoint_sha256(path: str | Path) -> str:
     return _SHA[key]
 
 
-def run_settings(source: str | Path, pipe, samples, edit: dict | None = None) -> dict:
-    """The settings shared by every image of `samples` (a Pipeline.sample result) from `source`."""
-    s, path = samples.settings, model_file(source)
+def run_settings(source: str | Path, pipe, asked: dict, settings,
+                 edit: dict | None = None) -> dict:  # fmt: skip
+    """The settings shared by every image one `Pipeline.sample`/`stream` call drew from `source`
+    (`asked`, `settings`: what that call returned alongside the samples)."""
+    s, path = settings, model_file(source)
     meta = {"checkpoint": str(path), "sha256": checkpoint_sha256(path),
             "step": pipe.info.get("step"), "sampler": s.sampler, "steps": s.steps,
-            "discretization": s.discretization, "guidance": samples.asked.get("guidance", []),
+            "discretization": s.discretization, "guidance": asked.get("guidance", []),
             "seed": s.seed}  # fmt: skip
     return meta | ({"edit": edit} if edit else {})
 
@@ -62,18 +64,18 @@ def _inputs(asked: dict, given: dict, i: int | None) -> dict:
     return {f: [asked[f][i]] for f in fields}
 
 
-def image_settings(base: dict, samples, given: dict) -> list[dict]:
-    """Per-image settings: `base` (run_settings) + index, n = 1 and the inputs of that sample
-    (`given`: the classes/prompts/images the caller passed to `sample`)."""
-    asked = {k: v for k, v in samples.asked.items() if k != "guidance"}
+def image_settings(base: dict, asked: dict, n: int, given: dict) -> list[dict]:
+    """Per-image settings of n samples: `base` (run_settings) + index, n = 1 and the inputs of
+    that sample (`given`: the classes/prompts/images the caller passed to `sample`)."""
+    asked = {k: v for k, v in asked.items() if k != "guidance"}
     return [base | {"index": i, "n": 1, "inputs": _inputs(asked, given, i),
                     "asked": {k: v[i] for k, v in asked.items()}}
-            for i in range(len(samples.x))]  # fmt: skip
+            for i in range(n)]  # fmt: skip
 
 
-def grid_settings(base: dict, samples, given: dict) -> dict:
-    """The settings of a grid of all `samples`: index 0, n, and the caller's inputs."""
-    return base | {"index": 0, "n": len(samples.x), "inputs": _inputs(samples.asked, given, None)}
+def grid_settings(base: dict, asked: dict, n: int, given: dict) -> dict:
+    """The settings of a grid of all n samples: index 0, n, and the caller's inputs."""
+    return base | {"index": 0, "n": n, "inputs": _inputs(asked, given, None)}
 
 
 def sample_arguments(meta: dict, source: str | Path | None = None,

@@ -164,8 +164,8 @@ def run(
         samples = Samples(images, asked, settings)
         folder.joinpath("inputs").mkdir(parents=True)
         to_pil(init.numpy()).save(folder / "inputs" / "init.png")
-    base = provenance.run_settings(source, pipe, samples, record)
-    metas = provenance.image_settings(base, samples, job.given)
+    base = provenance.run_settings(source, pipe, samples.asked, samples.settings, record)
+    metas = provenance.image_settings(base, samples.asked, len(images), job.given)
     return save_images(images.numpy(), folder, meta=metas)
 
 
