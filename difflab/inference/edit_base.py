@@ -21,7 +21,6 @@ from difflab.core.schedules import discretize
 from difflab.core.types import Cond
 from difflab.inference.generate import SeededNoise
 from difflab.inference.pipeline import Pipeline, Settings
-from difflab.inference.request import request
 from difflab.samplers.base import sample
 
 OPTIONS = ("seed", "classes", "prompts", "negative_prompts", "sampler", "steps", "discretization",
@@ -106,15 +105,11 @@ def prepare(pipe: Pipeline, n: int, **options) -> EditRun:
     o = {k: options.get(k) for k in OPTIONS}
     s = pipe.settings(sampler=o["sampler"], steps=o["steps"], discretization=o["discretization"],
                       guidance=o["guidance"], batch_size=o["batch_size"], seed=o["seed"])  # fmt: skip
-    if o["device"] is not None:
-        pipe.to(o["device"])
-    device = pipe.device
-    cond, chain, asked = request(
-        pipe.denoiser, pipe.config, n, guidance=s.guidance, classes=o["classes"] or (),
-        prompts=o["prompts"] or (), negative_prompts=o["negative_prompts"] or (), device=device,
-        codec=pipe.codec,
+    cond, chain, asked = pipe.conditions(
+        n, s, o["device"], classes=o["classes"] or (), prompts=o["prompts"] or (),
+        negative_prompts=o["negative_prompts"] or (),
     )  # fmt: skip
-    return EditRun(pipe, n, s, cond, chain, asked, device, o["callback"])
+    return EditRun(pipe, n, s, cond, chain, asked, pipe.device, o["callback"])
 
 
 def as_pixels(pipe: Pipeline, images: Tensor) -> Tensor:

@@ -174,15 +174,12 @@ class Pipeline:
         n = _count(self.defaults["n"] if n is None else n, "n")
         s = self.settings(sampler=sampler, steps=steps, discretization=discretization,
                           guidance=guidance, batch_size=batch_size, seed=seed)  # fmt: skip
-        if device is not None:
-            self.to(device)
-        device = self.device
-        cond, chain, asked = request(
-            self.denoiser, self.config, n, guidance=s.guidance, classes=classes,
-            prompts=prompts, images=_files(images), device=device, codec=self.codec,
+        cond, chain, asked = self.conditions(
+            n, s, device, classes=classes, prompts=prompts, images=_files(images),
             masks=_files(masks), aug_level=aug_level, aug_noise=aug_noise, seed=s.seed,
             negative_prompts=negative_prompts,
         )  # fmt: skip
+        device = self.device
         batches = generate(
             self.denoiser, self.shape, n=n, seed=s.seed, batch_size=s.batch_size,
             sampler=s.sampler, steps=s.steps, discretization=s.discretization, cond=cond,
@@ -190,6 +187,15 @@ class Pipeline:
             step_hook=step_hook,
         )  # fmt: skip
         return self._pasted(batches, cond), asked, s
+
+    def conditions(self, n: int, s: Settings, device: str | torch.device | None = None,
+                   **inputs) -> tuple[dict, Any, dict]:  # fmt: skip
+        """(cond, guidance chain, what each sample asked for) of n samples under settings `s`
+        and request `inputs` (classes, prompts, ...), with the model moved to `device` first."""
+        if device is not None:
+            self.to(device)
+        return request(self.denoiser, self.config, n, guidance=s.guidance, device=self.device,
+                       codec=self.codec, **inputs)  # fmt: skip
 
     def _pasted(self, batches: Iterable[Tensor], cond: dict) -> Iterator[Tensor]:
         """Each batch on the CPU; a Palette model's known region pasted back exactly as given."""
