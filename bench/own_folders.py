@@ -53,13 +53,14 @@ def recipe_config(recipe: str, train_dir: Path, seconds: float):
 
     new = folder_recipe(train_dir)
     if recipe == "new":
-        cfg = load_config(new.config, [f"train.max_seconds={seconds}", "train.steps=100000"])
+        budget = [f"train.max_seconds={seconds}", "train.steps=100000", "train.log_every=5"]
+        cfg = load_config(new.config, budget)
         return cfg, new.notes
     ds = dict(new.config["data"]["dataset"])
     size = ds["size"] // 4 * 4
     sets = [f"data.dataset={{name='folder', path='{ds['path']}', channels={ds['channels']}, "
             f"size={size}}}", f"model.net.attention_resolutions=[{size // 4}]",
-            f"train.max_seconds={seconds}", "train.steps=100000", "train.ckpt_every=0"]  # fmt: skip
+            f"train.max_seconds={seconds}", "train.steps=100000", "train.ckpt_every=0", "train.log_every=5"]  # fmt: skip
     return load_config("fashion_mnist16", sets), [f"fashion_mnist16 at {size}×{size}"]
 
 
