@@ -23,8 +23,8 @@ from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.outputs import add_overwrite
 from difflab.cli.request_args import DISCRETIZATION_HELP, add_request_arguments, spec_arg
 from difflab.cli.serve import add_commands as add_serve_commands
-from difflab.cli.training import progress_bar, run_training
-from difflab.core.config import builtin_configs, load_config, parse_value, to_toml
+from difflab.cli.training import progress_bar, run_training, train_config
+from difflab.core.config import builtin_configs, parse_value, to_toml
 from difflab.core.errors import UsageError
 
 
@@ -33,7 +33,7 @@ def cmd_train(args) -> int:
     from difflab.storage.models import build_denoiser
     from difflab.training.loop import resolve_model, saved_config
 
-    cfg = load_config(args.config, args.set)
+    cfg = train_config(args.config, args.set)
     if args.dry_run:
         resolve_model(cfg, load_dataset(cfg.data.dataset))
         params = sum(p.numel() for p in build_denoiser(cfg.model).parameters())
@@ -195,8 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=160.0, help="training time budget")
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("train", parents=[common], help="train a model from a TOML config")
-    t.add_argument("config", help="TOML/JSON config file or built-in name (difflab list configs)")
+    t = sub.add_parser("train", parents=[common],
+                       help="train a model on a folder of images, or from a TOML config")  # fmt: skip
+    t.add_argument("config", help="a folder of images (a recipe sized to them), or a TOML/JSON "
+                                  "config file or built-in name (difflab list configs)")  # fmt: skip
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.steps=100")  # fmt: skip

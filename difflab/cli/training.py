@@ -40,5 +40,19 @@ def run_training(cfg, out: Path, resume: bool, quiet: bool, budget: float | None
         bar.close()
 
 
+def train_config(source: str, overrides: list[str]):
+    """The config `difflab train SOURCE` trains: a folder of images gets the folder recipe
+    (training.recipe; its notes are printed), anything else is a config file or built-in name."""
+    from difflab.core.config import load_config
+    from difflab.training.recipe import folder_recipe
+
+    if not Path(source).is_dir():
+        return load_config(source, overrides)
+    recipe = folder_recipe(source)
+    for note in recipe.notes:
+        print(f"recipe: {note}", file=sys.stderr)
+    return load_config(recipe.config, overrides)
+
+
 def progress_bar(total: int, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, disable=quiet, dynamic_ncols=True, leave=False)

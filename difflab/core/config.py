@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -198,11 +199,14 @@ def read_config_file(path_or_name: str | Path) -> dict:
         raise UsageError(f"config {path} is not valid {path.suffix[1:].upper()}: {err}") from None
 
 
-def load_config(path_or_name: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Defaults ← file (or built-in name) ← `--set` overrides, validated."""
+def load_config(
+    path_or_name: str | Path | dict | None = None, overrides: list[str] = ()
+) -> Config:
+    """Defaults ← file (or built-in name, or a config table) ← `--set` overrides, validated."""
     data = Config().to_dict()
     if path_or_name is not None:
-        _merge(data, read_config_file(path_or_name), "")
+        table = path_or_name if isinstance(path_or_name, dict) else read_config_file(path_or_name)
+        _merge(data, copy.deepcopy(table), "")
     return from_dict(apply_overrides(data, list(overrides))).validate()
 
 
