@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from difflab.conditioning.embedding import EMBEDDERS
 from difflab.core.errors import UsageError
 from difflab.core.imageio import uint8_to_pixels
 from difflab.nets.noise_aware import ClipImageEncoder
@@ -49,6 +50,10 @@ class Clip:
     def shape(self) -> tuple[int, ...]:
         """The image shape [C, H, W] the image tower reads."""
         return self.encoder.shape
+
+    def check_compatible(self, shape: tuple[int, ...]) -> None:
+        """UsageError naming both shapes unless images of `shape` [C, H, W] can be embedded."""
+        self.encoder.check_compatible(shape)
 
     @property
     def device(self) -> torch.device:
@@ -105,6 +110,7 @@ def save_clip(path: str | os.PathLike, clip: Clip | ClipImageEncoder) -> Path:
     return save_net(Path(path), encoder)
 
 
+@EMBEDDERS.register("clip")
 def load_clip(path: str | os.PathLike, text_encoder: Any | None = None) -> Clip:
     """The Clip saved by `train_clip` (eval mode, no grads); another kind of file → UsageError.
     `text_encoder`: an object with `.encode(prompts)` to use instead of meta["text_encoder"]."""
