@@ -40,6 +40,8 @@ FLAGS = {  # library parameter → CLI flag
     "inner_steps": "--inner-steps",
     "rounds": "--rounds",
     "codec_ckpt": "--codec-ckpt",
+    "source": "--from",  # edit textdiff
+    "target": "--to",
 }
 COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",
