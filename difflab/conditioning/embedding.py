@@ -14,14 +14,13 @@ The CLIP image tower is a difflab net loaded from a file (storage), which this l
 import: storage registers its loader in EMBEDDERS ("clip" → load_clip), and the conditioner
 loads the file it names on first use. Training embeds each clean batch x0 on the fly (exact
 under horizontal flips; the tower is far smaller than the decoder); sampling embeds the
-request's `images`, or its `prompts` with `embed_prompts` (default: the text embedding itself,
-the paper's "caption embedding as image embedding" baseline; a diffusion prior replaces it).
+request's `images`. Embeddings from elsewhere (a diffusion prior, slerps, text diffs) become a
+condition through `from_embeddings`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -54,8 +53,8 @@ class EmbeddingConditioner(Conditioner):
     (unCLIP decoder, Ramesh et al. 2022 §2.1); `clip` is the file of `difflab train-clip`."""
 
     kind = "embedding"
-    takes = ("images", "prompts")
-    needs_user_input = True  # an image (or a prompt) to take the embedding of
+    takes = ("images",)
+    needs_user_input = True  # an image to take the embedding of
     summary = "is conditioned on image embeddings (unCLIP)"
 
     def __init__(self, *, clip: str = "", dim: int = 0, extra_tokens: int = 4,
@@ -73,7 +72,6 @@ class EmbeddingConditioner(Conditioner):
         self.clip_path, self.dim, self.extra_tokens = str(clip), int(dim), extra_tokens
         self.clip_sha256, self.embedder = clip_sha256, embedder
         self._clip = None
-        self.embed_prompts: Callable[[list[str]], Tensor] | None = None  # None: clip texts
 
     @classmethod
     def resolve(cls, spec: dict, dataset, dataset_name: str) -> dict:
@@ -87,6 +85,7 @@ class EmbeddingConditioner(Conditioner):
         conditioner = CONDITIONERS.build(spec)
         path = Path(conditioner.clip_path).expanduser().resolve()
         spec["clip"], spec["clip_sha256"] = str(path), file_sha256(path)
+        spec["extra_tokens"], spec["p_uncond"] = conditioner.extra_tokens, conditioner.p_uncond
         clip = conditioner.clip
         clip.check_compatible(dataset.shape)
         spec["dim"] = int(clip.dim)
@@ -139,17 +138,10 @@ class EmbeddingConditioner(Conditioner):
         return self.from_embeddings(self.clip.embed_images(x0))
 
     def build(self, request: ConditionRequest) -> tuple[Cond, dict[str, list]]:
-        """The embeddings of the request's images (cycled), else of its prompts (cycled)."""
-        if request.images is not None and len(request.images):
-            images = request.images[torch.tensor(cycle(range(len(request.images)), request.n))]
-            if request.prompts:
-                raise UsageError("give `images` or `prompts` to an unCLIP decoder, not both; "
-                                 "drop one")  # fmt: skip
-            return self.from_embeddings(self.clip.embed_images(images)), {}
-        if not request.prompts:
+        """The embeddings of the request's images, cycled over the samples."""
+        if request.images is None or not len(request.images):
             raise UsageError(
-                "this model is conditioned on image embeddings: pass `images` (or `prompts`)"
+                "this model is conditioned on image embeddings (unCLIP decoder): pass `images`"
             )
-        prompts = cycle(list(request.prompts), request.n)
-        embed = self.embed_prompts or self.clip.embed_texts
-        return self.from_embeddings(embed(prompts)), {"prompts": prompts}
+        images = request.images[torch.tensor(cycle(range(len(request.images)), request.n))]
+        return self.from_embeddings(self.clip.embed_images(images)), {}

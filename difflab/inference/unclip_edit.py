@@ -23,7 +23,7 @@ from difflab.core.errors import UsageError
 from difflab.core.schedules import discretize
 from difflab.core.spherical import slerp, text_diff, unit
 from difflab.inference.edit_base import OPTIONS, as_pixels
-from difflab.inference.generate import SeededNoise, generate
+from difflab.inference.generate import generate
 from difflab.inference.pipeline import Pipeline
 from difflab.inference.request import request
 
@@ -56,8 +56,8 @@ def text_embeddings(pipe: Pipeline, texts: Sequence[str]) -> Tensor:
 def decode(pipe: Pipeline, z: Tensor, images: Tensor, *, same_noise: bool = False,
            **options) -> Tensor:  # fmt: skip
     """Decode image embeddings z [n, D] to uint8 images [n, C, H, W]; `images` [n, ...] are
-    the source images (they fix the guidance chain's request); `same_noise`: every sample starts
-    from seed's x_T, else sample i from seed + i."""
+    the source images (they fix the guidance chain's request); `same_noise`: every sample uses
+    seed's noise (x_T and a stochastic sampler's steps), else sample i uses seed + i's."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise UsageError(f"unknown option `{unknown[0]}`; the options are: {', '.join(OPTIONS)}")
@@ -78,14 +78,15 @@ def decode(pipe: Pipeline, z: Tensor, images: Tensor, *, same_noise: bool = Fals
                              codec=pipe.codec)  # fmt: skip
     cond |= {k: v.to(device) for k, v in conditioner.from_embeddings(z.to(device)).items()}
     sigmas = discretize(pipe.denoiser.schedule, s.discretization, s.steps)
-    start = None
-    if same_noise:  # the paper's fixed decoder latent x_T
-        start = SeededNoise([s.seed])(torch.empty(1, *pipe.shape)) * float(sigmas[0])
-    batches = generate(
-        pipe.denoiser, pipe.shape, n=n, seed=s.seed, batch_size=s.batch_size, sampler=s.sampler,
-        sigmas=sigmas, cond=cond, guidance=chain, callback=options.get("callback"),
-        device=device, start=start,
-    )  # fmt: skip
+    run = dict(sampler=s.sampler, sigmas=sigmas, guidance=chain, device=device,
+               callback=options.get("callback"))  # fmt: skip
+    if same_noise:  # the paper's fixed decoder latent x_T, and one noise stream for every frame
+        batches = (b for i in range(n) for b in generate(
+            pipe.denoiser, pipe.shape, n=1, seed=s.seed,
+            cond={k: v[i : i + 1] for k, v in cond.items()}, **run))  # fmt: skip
+    else:  # sample i from seed + i
+        batches = generate(pipe.denoiser, pipe.shape, n=n, seed=s.seed, batch_size=s.batch_size,
+                           cond=cond, **run)  # fmt: skip
     return pipe.to_images(torch.cat([b.cpu() for b in batches]))
 
 

@@ -75,11 +75,15 @@ class Clip:
     @torch.no_grad()
     def embed_images(self, x: Tensor) -> Tensor:
         """Unit-norm image embeddings [B, D] of images x [B, C, H, W]: float pixels in [-1, 1]
-        (difflab's model space for pixel data) or uint8; on x's device."""
+        (difflab's model space for pixel data) or uint8, resized (bilinear, antialiased) when
+        their size is not the tower's, as CLIP resizes its inputs; on x's device."""
         if not isinstance(x, Tensor) or x.ndim != 4:
             got = list(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise UsageError(f"`x` must be images [B, C, H, W], got {got}")
         pixels = uint8_to_pixels(x) if x.dtype == torch.uint8 else x.float()
+        size = tuple(self.shape[-2:])
+        if tuple(pixels.shape[-2:]) != size and pixels.shape[1] == self.shape[0]:
+            pixels = F.interpolate(pixels, size=size, mode="bilinear", antialias=True)
         self.encoder.check_compatible(pixels.shape)
         dev = self.device
         parts = [self.encoder.embed_clean(pixels[i : i + CHUNK].to(dev))
