@@ -15,6 +15,7 @@ _API = {
     "load": ("difflab.inference.pipeline", "load"),
     "Pipeline": ("difflab.inference.pipeline", "Pipeline"),
     "load_cascade": ("difflab.inference.cascade", "load_cascade"),
+    "load_clip": ("difflab.storage.clip", "load_clip"),  # unCLIP's image–text space
     "train": ("difflab.evaluation.in_loop", "train"),
     "load_config": ("difflab.core.config", "load_config"),
     "UsageError": ("difflab.core.errors", "UsageError"),

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from tiny_models import tiny_clip
 
 from difflab.conditioning import CONDITIONERS, ConditionRequest, condition
 from difflab.conditioning.base import INPUTS, conditioner_class, resolve_cond
@@ -18,6 +19,10 @@ SPECS = {  # one small spec per registered conditioner (a new one must add its o
     "class": {"name": "class", "num_classes": 3},
     "text": {"name": "text", "dataset": "digits", "class_names": ["0", "1", "2"]},
     "image": {"name": "image", "factor": 2, "channels": 1},
+    "embedding": {"name": "embedding", "clip": str(tiny_clip(shape=SHAPE)), "dim": 384},
+}
+REQUIRED = {  # options the data cannot fill in (the user names them)
+    "embedding": {"clip": SPECS["embedding"]["clip"]},
 }
 VALUES = {  # a value of each request input, cycled over the samples
     "classes": (2, 0),
@@ -104,9 +109,9 @@ def _data(kind: str, labelled: bool):
 
 @pytest.mark.parametrize("name", sorted(SPECS))
 def test_resolve_fills_the_spec_from_labelled_image_data(name):
-    spec = resolve_cond({"name": name}, _data("image", True), "digits")
+    spec = resolve_cond({"name": name, **REQUIRED.get(name, {})}, _data("image", True), "digits")
     conditioner = CONDITIONERS.build(spec)  # the saved table builds without the data
     assert spec["name"] == name and all(v > 0 for v in conditioner.net_options().values())
     assert resolve_cond(spec, _data("image", True), "digits") == spec  # idempotent
     with pytest.raises(UsageError, match="drop cond"):
-        resolve_cond({"name": name}, _data("points", False), "swiss_roll")
+        resolve_cond({"name": name, **REQUIRED.get(name, {})}, _data("points", False), "swiss_roll")

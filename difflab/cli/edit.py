@@ -1,5 +1,6 @@
-"""`difflab edit {sdedit,repaint,invert,reconstruct,interpolate} RUN`: thin calls into
-inference.edit / inversion / null_text / interpolate; the CLI reads files, draws bars, writes PNGs."""
+"""`difflab edit {sdedit,repaint,invert,reconstruct,interpolate,variations,textdiff} RUN`: thin
+calls into inference.edit / inversion / null_text / interpolate / unclip_edit; the CLI reads
+files, draws bars, writes PNGs."""
 
 from __future__ import annotations
 
@@ -175,10 +176,68 @@ def cmd_interpolate(args) -> int:
         options.pop("callback")
         row = ip.interpolate_inverted(pipe, _read(pipe, args.image, 2), frames=args.frames,
                                       **options)  # fmt: skip
+    elif args.space == "embedding":  # unCLIP: slerp of the two images' CLIP embeddings
+        from difflab.inference.unclip_edit import interpolate_embeddings
+
+        row = interpolate_embeddings(pipe, _read(pipe, args.image, 2), frames=args.frames,
+                                     **options)  # fmt: skip
     else:
         row = ip.interpolate_latent(pipe, _read(pipe, args.image, 2), frames=args.frames)
     print(f"{args.frames} frames ({args.space}): {_write(out, [row])}")
     return 0
+
+
+def cmd_variations(args) -> int:
+    import torch
+
+    from difflab.inference.unclip_edit import variations
+
+    pipe, out = _load(args)
+    x = _read(pipe, args.image)  # [k, C, H, W]
+    bar = _bar(_batches(pipe, args, len(x) * args.n) * pipe.settings(steps=args.steps).steps,
+               "variations", args.quiet)  # fmt: skip
+    result = variations(pipe, x, n=args.n, **_options(args, bar))  # [k·n, C, H, W]
+    bar.close()
+    rows = [torch.cat([x[j : j + 1], result[j * args.n : (j + 1) * args.n]]) for j in range(len(x))]
+    print(f"{args.n} variations of each of {len(x)} images (first column: the input): "
+          f"{_write(out, rows)}")  # fmt: skip
+    return 0
+
+
+def cmd_textdiff(args) -> int:
+    import torch
+
+    from difflab.inference.unclip_edit import text_diff_edit
+
+    pipe, out = _load(args)
+    x = _read(pipe, args.image, 1)  # [1, C, H, W]
+    strengths = torch.linspace(0, args.max_strength, args.frames)  # θ
+    bar = _bar(_batches(pipe, args, args.frames) * pipe.settings(steps=args.steps).steps,
+               "textdiff", args.quiet)  # fmt: skip
+    row = text_diff_edit(pipe, x, args.source, args.target, strengths=strengths,
+                         **_options(args, bar))  # fmt: skip
+    bar.close()
+    thetas = ", ".join(f"{t:.2f}" for t in strengths.tolist())
+    print(f"text diff {args.source!r} → {args.target!r} at θ = {thetas} (first image: the "
+          f"input): {_write(out, [torch.cat([x, row])])}")  # fmt: skip
+    return 0
+
+
+def add_unclip_commands(what, common: argparse.ArgumentParser) -> None:
+    """`difflab edit {variations,textdiff}`: unCLIP manipulations (Ramesh et al. 2022 §3)."""
+    v = what.add_parser("variations", parents=[common],
+                        help="unCLIP: decode each image's CLIP embedding with new noise")  # fmt: skip
+    _common(v)
+    v.add_argument("-n", type=int, default=8, help="variations per image")
+    v.set_defaults(func=cmd_variations)
+    t = what.add_parser("textdiff", parents=[common],
+                        help="unCLIP: move an image's embedding along a text difference")  # fmt: skip
+    _common(t)
+    t.add_argument("--from", dest="source", required=True, help="a caption of the image as is")
+    t.add_argument("--to", dest="target", required=True, help="a caption of the wanted edit")
+    t.add_argument("--max-strength", type=float, default=0.5, help="largest slerp θ in [0, 1]")
+    t.add_argument("--frames", type=int, default=6, help="θ values from 0 to --max-strength")
+    t.set_defaults(func=cmd_textdiff)
 
 
 def add_commands(sub, common: argparse.ArgumentParser) -> None:
@@ -209,8 +268,10 @@ def add_commands(sub, common: argparse.ArgumentParser) -> None:
     c.set_defaults(func=cmd_reconstruct)
     p = what.add_parser("interpolate", parents=[common], help="a row between two ends")
     _common(p)
-    p.add_argument("--space", choices=("noise", "inverted", "latent"), default="inverted",
-                   help="slerp of seeded noises, of inverted images, or lerp in the latent")  # fmt: skip
+    p.add_argument("--space", choices=("noise", "inverted", "latent", "embedding"),
+                   default="inverted", help="slerp of seeded noises, of inverted images, lerp in "
+                   "the latent, or slerp of CLIP image embeddings (unCLIP decoders)")  # fmt: skip
     p.add_argument("--seeds", action="append", default=[], help="two seeds (--space noise)")
     p.add_argument("--frames", type=int, default=8, help="images in the row")
     p.set_defaults(func=cmd_interpolate)
+    add_unclip_commands(what, common)

@@ -40,10 +40,13 @@ FLAGS = {  # library parameter → CLI flag
     "inner_steps": "--inner-steps",
     "rounds": "--rounds",
     "codec_ckpt": "--codec-ckpt",
+    "source": "--from",  # edit textdiff
+    "target": "--to",
 }
 COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",
     "train_encoder": "difflab train-encoder DATA --out FILE",
+    "train_clip": "difflab train-clip DATA --out FILE",
     "train_feature_net": "difflab train-features DATA --out FILE",
     "train_autoencoder": "difflab train-autoencoder DATA --out DIR",
     "encode_dataset": "difflab encode DATA --codec-ckpt FILE --out FILE",

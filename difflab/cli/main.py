@@ -11,6 +11,7 @@ from pathlib import Path
 
 from difflab.cli.autoencoder import add_commands as add_autoencoder_commands
 from difflab.cli.cascade import sample_cascade
+from difflab.cli.clip import add_commands as add_clip_commands
 from difflab.cli.distill import add_commands as add_distill_commands
 from difflab.cli.edit import add_commands as add_edit_commands
 from difflab.cli.encode import add_commands as add_encode_commands
@@ -230,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_commands(sub, common)
     add_nll_commands(sub, common)
     add_aux_commands(sub, common)
+    add_clip_commands(sub, common)
     add_autoencoder_commands(sub, common)
     add_edit_commands(sub, common)
     add_export_commands(sub, common)

@@ -56,6 +56,29 @@ def cmd_train_encoder(args) -> int:
     return _train(args, train_encoder, "encoder", text_encoder=args.text_encoder)
 
 
+def add_training_parser(sub, common, name: str, help: str, func, codec: bool = True):
+    """A `difflab <name> DATA --out FILE` parser with the options every noise-aware trainer takes."""
+    p = sub.add_parser(name, parents=[common], help=help)
+    p.add_argument("data", help="dataset name, inline TOML table or image folder")
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="net.<option>=…, density.<option>=… (log_uniform sigma_min/sigma_max "
+                   "or lognormal p_mean/p_std), ema_decay=…, weight_decay=…")  # fmt: skip
+    p.add_argument("--force", "--overwrite", dest="force", action="store_true",
+                   help="overwrite an existing --out file")  # fmt: skip
+    p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda:N")
+    if codec:
+        p.add_argument("--codec-ckpt", metavar="FILE",
+                       help="a latent model's codec file: train on its latents (needed to guide "
+                       "latent models in their own space)")  # fmt: skip
+    p.set_defaults(func=func)
+    return p
+
+
 def add_commands(sub, common) -> None:
     """Register the noise-aware training subcommands on the CLI's subparsers."""
     helps = {
@@ -64,22 +87,6 @@ def add_commands(sub, common) -> None:
         "guidance)",
     }
     for what, func in (("classifier", cmd_train_classifier), ("encoder", cmd_train_encoder)):
-        p = sub.add_parser(f"train-{what}", parents=[common], help=helps[what])
-        p.add_argument("data", help="dataset name, inline TOML table or image folder")
-        p.add_argument("--out", required=True, help="output .safetensors file")
-        p.add_argument("--steps", type=int, default=2000)
-        p.add_argument("--batch-size", type=int, default=64)
-        p.add_argument("--lr", type=float, default=3e-4)
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="net.<option>=…, density.<option>=… (log_uniform sigma_min/sigma_max "
-                       "or lognormal p_mean/p_std), ema_decay=…, weight_decay=…")  # fmt: skip
-        p.add_argument("--force", "--overwrite", dest="force", action="store_true",
-                       help="overwrite an existing --out file")  # fmt: skip
-        p.add_argument("--device", default="auto", help="auto (CUDA if present) | cpu | cuda:N")
-        p.add_argument("--codec-ckpt", metavar="FILE",
-                       help="a latent model's codec file: train on its latents (needed to guide "
-                       "latent models in their own space)")  # fmt: skip
+        p = add_training_parser(sub, common, f"train-{what}", helps[what], func)
         if what == "encoder":
             p.add_argument("--text-encoder", default="minilm", help="frozen text encoder name")
-        p.set_defaults(func=func)

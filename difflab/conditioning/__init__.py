@@ -1,6 +1,6 @@
 """Conditioners: labels, prompts and images → the network's condition slots."""
 
-from difflab.conditioning import image, labels, text  # noqa: F401  (register the conditioners)
+from difflab.conditioning import embedding, image, labels, text  # noqa: F401  (register them)
 from difflab.conditioning.base import (
     CONDITIONERS,
     Conditioner,

@@ -12,25 +12,11 @@ from torch import Tensor
 
 from difflab.core.errors import UsageError
 from difflab.core.schedules import discretize
+from difflab.core.spherical import slerp
 from difflab.inference.edit_base import as_pixels
 from difflab.inference.generate import SeededNoise
 from difflab.inference.inversion import Inversion, invert, reconstruct, with_inversion
 from difflab.inference.pipeline import Pipeline
-
-
-def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
-    """sin((1−t)θ)/sin θ·a + sin(tθ)/sin θ·b, θ the angle between a and b (Shoemake 1985; the
-    noise interpolation of Song et al. 2021a, §5.3); lerp when a ∥ b. a, b [*S]; t [T] → [T, *S]."""
-    fa, fb = a.flatten().double(), b.flatten().double()
-    cos = (fa @ fb / (fa.norm() * fb.norm()).clamp(min=1e-12)).clamp(-1, 1)
-    theta = torch.arccos(cos)
-    t = t.double().reshape(-1, *([1] * a.ndim))  # [T, 1, ...]
-    if theta.abs() < 1e-6:
-        out = (1 - t) * a.double() + t * b.double()
-    else:
-        out = torch.sin((1 - t) * theta) * a.double() + torch.sin(t * theta) * b.double()
-        out = out / torch.sin(theta)
-    return out.to(a.dtype)
 
 
 def _frames(frames: int) -> Tensor:

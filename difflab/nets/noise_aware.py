@@ -141,3 +141,18 @@ class NoiseAwareEncoder(NoiseAwareNet):
     def zero_shot_logits(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Cosine similarity [B, K] to each class's caption embedding (CLIP zero-shot, §3.1.2)."""
         return self.embed(x, sigma) @ self.class_embeddings.T  # [B, K]
+
+
+class ClipImageEncoder(NoiseAwareEncoder):
+    """CLIP's image tower (Radford et al. 2021): the noise-aware encoder read at one fixed σ ≈ 0
+    (meta["clip_sigma"]), i.e. on clean images; its file kind is "clip"."""
+
+    kind = "clip"
+
+    @property
+    def sigma(self) -> float:
+        return float(self.meta["clip_sigma"])
+
+    def embed_clean(self, x: Tensor) -> Tensor:
+        """Unit-norm embedding [B, D] of clean model-space images x [B, C, H, W]."""
+        return self.embed(x, torch.tensor(self.sigma, device=x.device))

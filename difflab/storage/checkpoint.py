@@ -95,6 +95,7 @@ KIND_HINT = {
     "model": "a diffusion model checkpoint (use it as the model, not as this)",
     "classifier": "a noise-aware classifier (from `difflab train-classifier`)",
     "encoder": "a noise-aware image encoder (from `difflab train-encoder`)",
+    "clip": "a CLIP image–text model (from `difflab train-clip`)",
     "feature_net": "a metrics feature net (from `difflab train-features`)",
     "codec": "an autoencoder (codec) checkpoint (from `difflab train-autoencoder`)",
 }
