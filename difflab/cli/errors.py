@@ -40,6 +40,7 @@ FLAGS = {  # library parameter → CLI flag
     "inner_steps": "--inner-steps",
     "rounds": "--rounds",
     "codec_ckpt": "--codec-ckpt",
+    "objective": "--objective",
 }
 COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",

@@ -58,16 +58,26 @@ def folder_channels(path: Path) -> int:
 def cmd_train_features(args) -> int:
     from tqdm import tqdm
 
-    from difflab.evaluation.features import train_feature_net
+    from difflab.evaluation.feature_training import train_feature_net
+    from difflab.evaluation.features import load_feature_net
 
     check_output_file(args.out, "--out", args.overwrite)
     bar = tqdm(total=args.steps, desc="train-features", disable=args.quiet, leave=False)
-    path = train_feature_net(
-        data_spec(args.data), steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-        out_path=args.out, callback=lambda r: bar.update(1),
-    )  # fmt: skip
-    bar.close()
-    print(f"feature net: {path}")
+    try:
+        path = train_feature_net(
+            data_spec(args.data), steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+            out_path=args.out, objective=args.objective, callback=lambda r: bar.update(1),
+        )  # fmt: skip
+    finally:
+        bar.close()
+    net = load_feature_net({"name": "domain", "path": str(path)})
+    info = net.info
+    if "test_accuracy" in info:
+        how = f"supervised on {net.num_classes} classes, held-out accuracy {info['test_accuracy']:.3f}"
+    else:
+        how = (f"self-supervised (SimCLR, no labels), held-out view-matching accuracy "
+               f"{info['view_accuracy']:.3f}")  # fmt: skip
+    print(f"feature net for {net.fd_name}: {path} ({how})")
     return 0
 
 
@@ -181,8 +191,13 @@ def plot_reports(reports: list[dict], out: Path, fd_name: str, by_step: bool) ->
 def add_commands(sub, common) -> None:
     """Register the evaluation subcommands on the CLI's subparsers."""
     t = sub.add_parser("train-features", parents=[common],
-                       help="train a domain feature net (for FD-<dataset>) on labelled images")  # fmt: skip
-    t.add_argument("data", help="dataset name, inline TOML table or image folder")
+                       help="train a domain feature net (for FD-/KID-<dataset>) on an image folder "
+                            "or dataset, with labels (class subfolders) or without")  # fmt: skip
+    t.add_argument("data", help="image folder (class subfolders optional), dataset name or "
+                                "inline TOML table")  # fmt: skip
+    t.add_argument("--objective", choices=("auto", "classification", "simclr"), default="auto",
+                   help="auto: classification with ≥ 2 class subfolders / labels, else "
+                        "self-supervised SimCLR")  # fmt: skip
     t.add_argument("--out", required=True, help="output .safetensors file")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch-size", type=int, default=128)
