@@ -41,6 +41,7 @@ FLAGS = {  # library parameter → CLI flag
     "rounds": "--rounds",
     "codec_ckpt": "--codec-ckpt",
     "objective": "--objective",
+    "metrics": "--metrics",
 }
 COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",

@@ -1,4 +1,4 @@
-"""Self-supervised contrastive objective for unlabelled images: SimCLR's NT-Xent (Chen et al. 2020)."""
+"""Self-supervised objective for unlabelled images: SimCLR's NT-Xent (Chen et al. 2020)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from difflab.training.objectives.base import OBJECTIVES, Batch, Objective
 
 
 def nt_xent(z: Tensor, tau: float) -> Tensor:
-    """Per-item NT-Xent loss [2B] of projections z [2B, P] whose rows i and i + B are two views of
-    one image (Chen et al. 2020, Eq. 1): cross-entropy of cos-similarity / τ against the partner."""
+    """Per-item NT-Xent loss [2B] of projections z [2B, P] whose rows i and i + B are two views
+    of one image (Chen et al. 2020, Eq. 1): cross-entropy of cosine / τ against the partner."""
     n = len(z) // 2
     z = F.normalize(z.float(), dim=1)
     sim = z @ z.T / tau  # [2B, 2B]
