@@ -281,5 +281,3 @@ def evaluate(
     if "acc" in metrics:
         out["accuracy"] = M.classifier_accuracy(probs, labels)
     return out
-
-
