@@ -134,9 +134,11 @@ def summary(report: dict) -> str:
     if "kid_mean" in report:
         parts.append(f"{report['kid_name']} = {report['kid_mean']:.4g} ± {report['kid_se']:.2g}")
     if "fd" in report:
-        fd = "n/a" if report["fd"] is None else f"{report['fd']:.4g}"
-        mark = " (biased at this n; not comparable across n)" if report.get("fd_small_n") else ""
-        parts.append(f"{report['fd_name']} = {fd}{mark}")
+        if report["fd"] is None:
+            parts.append(f"{report['fd_name']} = n/a (fewer items than feature dimensions)")
+        else:
+            mark = " (biased at this n; not comparable across n)" if report.get("fd_small_n") else ""
+            parts.append(f"{report['fd_name']} = {report['fd']:.4g}{mark}")
     return f"n = {report['n']} vs {report['n_ref']} reference: " + "; ".join(parts)
 
 

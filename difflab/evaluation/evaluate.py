@@ -122,7 +122,7 @@ def reference_stats(
         g = torch.Generator().manual_seed(seed)
         x = x[torch.randperm(len(x), generator=g)[:n].sort().values]
     feats = extract(feature_net, x, batch_size=batch_size)[0]  # [N, D]
-    mu, sigma = M.feature_stats(feats)
+    mu, sigma = M.feature_stats(feats, allow_singular=True)  # few items: KID only (evaluate)
     keep = feats
     if len(feats) > max_features:
         g = torch.Generator().manual_seed(seed + 1)
@@ -264,7 +264,7 @@ def evaluate(
     fd_part: dict[str, Any] = {}
     if "fd" in metrics:  # None for n ≤ the feature dim: a singular covariance
         fd_part["fd"] = None
-        if len(feats) > feats.shape[1]:
+        if n_small > feats.shape[1]:
             mu, sigma = M.feature_stats(feats)
             fd_part["fd"] = M.frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
     if small:  # the note, KID first, then FD marked

@@ -32,11 +32,14 @@ def _as_f64(x: ArrayLike, what: str, ndim: int) -> np.ndarray:
 # ---------------------------------------------------------------- Fréchet distance
 
 
-def feature_stats(features: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Mean [D] and unbiased covariance [D, D] of features [N, D] in float64 (Heusel 2017 eq. 6)."""
+def feature_stats(
+    features: ArrayLike, *, allow_singular: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean [D] and unbiased covariance [D, D] of features [N, D] in float64 (Heusel 2017 eq. 6);
+    N ≤ D (a singular covariance) is an error unless `allow_singular` (N ≥ 2)."""
     f = _as_f64(features, "features", 2)
     n, d = f.shape
-    if n <= d:
+    if n <= d and not (allow_singular and n >= 2):
         raise UsageError(
             f"{n} samples of {d}-d features give a singular {d}×{d} covariance; use more than "
             f"{d} samples (≥ {10 * d} for a stable estimate) or a lower-dimensional feature "
