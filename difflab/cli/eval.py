@@ -244,7 +244,8 @@ def add_commands(sub, common) -> None:
     r.set_defaults(func=cmd_ref_stats)
 
     e = sub.add_parser("eval", parents=[common], help="FD / KID / IS / precision-recall")
-    e.add_argument("source", help="checkpoint, run dir, or a folder of images")
+    e.add_argument("source", help="checkpoint, run dir, or a folder of images (of a sample "
+                                  "set: only its numbered images/NNNNNN.png)")  # fmt: skip
     e.add_argument("--ref", required=True, help="reference .npz from `difflab ref-stats`")
     e.add_argument("--features", help="the feature net the reference was made with")
     e.add_argument("--weights", help="Inception weights file")
