@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from difflab.core.errors import UsageError
-from difflab.core.imageio import INCOMPLETE
+from difflab.core.sample_set import INCOMPLETE
 from difflab.evaluation.evaluate import sample_files, sample_images
 from difflab.evaluation.feature_training import train_feature_net
 from difflab.evaluation.features import load_feature_net

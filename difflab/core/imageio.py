@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -107,10 +106,6 @@ def save_grid(
 def to_pil(image: np.ndarray) -> Image.Image:
     """One uint8 image [C, H, W] (C = 1 or 3) as a PIL image."""
     return Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
-
-
-SAMPLE_NAME = re.compile(r"\d+\.png")  # the file names save_images writes (NNNNNN.png)
-INCOMPLETE = "INCOMPLETE"  # the marker file of a sample set still being written
 
 
 def save_images(

@@ -18,14 +18,14 @@ import torch
 from torch import Tensor
 
 from difflab.core.errors import UsageError
-from difflab.core.imageio import INCOMPLETE, SAMPLE_NAME, image_files, load_image
+from difflab.core.imageio import image_files, load_image
+from difflab.core.sample_set import FIGURES, INCOMPLETE, SAMPLE_NAME
 from difflab.data.datasets import DATASETS, Dataset, folder, load_dataset
 from difflab.evaluation import metrics as M
 from difflab.evaluation.features import FeatureNet, extract
 from difflab.storage.checkpoint import atomic_write
 
 METRICS = ("fd", "kid", "is", "pr", "acc")
-FIGURES = ("grid", "samples", "loss", "trajectory")  # figures written beside samples
 REF_FORMAT = "difflab-ref-1"
 _REF_ARRAYS = ("mu", "sigma", "features")
 _REF_FIELDS = (

@@ -94,7 +94,7 @@ def train_feature_net(
         objective = "classification" if labelled else "simclr"
     if objective == "classification" and not labelled:
         raise UsageError(
-            f"`objective='classification'` needs a labelled dataset with ≥ 2 classes; "
+            f"`objective='classification'` needs a labelled image dataset with ≥ 2 classes; "
             f"{json.dumps(dataset_spec)} is not one; pass `objective='simclr'` (no labels) or a "
             "folder with class subfolders"
         )

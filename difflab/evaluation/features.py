@@ -375,12 +375,3 @@ def domain(*, path: str | None = None) -> DomainNet:
     net = load_weights(DomainNet(**meta["config"]), tensors, path, "retrain it")
     net.info = {k: meta[k] for k in ("test_accuracy", "view_accuracy", "train") if k in meta}
     return net.eval()
-
-
-def __getattr__(name: str):
-    """`train_feature_net` lives in feature_training.py (imported lazily: it imports DomainNet)."""
-    if name == "train_feature_net":
-        from difflab.evaluation.feature_training import train_feature_net
-
-        return train_feature_net
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
