@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from difflab.codecs.vq import usage  # noqa: E402
 from difflab.core.imageio import pixels_to_uint8  # noqa: E402
 from difflab.data.datasets import load_dataset  # noqa: E402
-from difflab.evaluation.features import load_feature_net, train_feature_net  # noqa: E402
+from difflab.evaluation.feature_training import train_feature_net  # noqa: E402
+from difflab.evaluation.features import load_feature_net  # noqa: E402
 from difflab.evaluation.metrics import feature_stats, frechet_distance  # noqa: E402
 from difflab.storage.codecs import load_codec_file  # noqa: E402
 from difflab.training.autoencoder import psnr, reconstruct, train_autoencoder  # noqa: E402

@@ -28,7 +28,8 @@ from difflab.conditioning.captions import article, class_word  # noqa: E402
 from difflab.core.imageio import save_grid  # noqa: E402
 from difflab.data.datasets import load_dataset  # noqa: E402
 from difflab.data.emoji import EMOJI_GROUPS  # noqa: E402
-from difflab.evaluation.features import load_feature_net, train_feature_net  # noqa: E402
+from difflab.evaluation.feature_training import train_feature_net  # noqa: E402
+from difflab.evaluation.features import load_feature_net  # noqa: E402
 
 GROUP_PROMPTS = {  # group-level prompts → their Unicode group
     "an emoji of a cat": "Animals & Nature",

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import difflab  # noqa: E402
 from difflab.core.config import load_config  # noqa: E402
 from difflab.data.datasets import load_dataset  # noqa: E402
-from difflab.evaluation.features import load_feature_net, train_feature_net  # noqa: E402
+from difflab.evaluation.feature_training import train_feature_net  # noqa: E402
+from difflab.evaluation.features import load_feature_net  # noqa: E402
 from difflab.evaluation.metrics import feature_stats, frechet_distance  # noqa: E402
 from difflab.storage.latent_cache import encode_dataset  # noqa: E402
 from difflab.training.autoencoder import train_autoencoder  # noqa: E402

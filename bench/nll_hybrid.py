@@ -23,7 +23,8 @@ from difflab.core.config import load_config
 from difflab.core.imageio import save_grid
 from difflab.data.datasets import load_dataset
 from difflab.evaluation.evaluate import evaluate, reference_stats
-from difflab.evaluation.features import load_feature_net, train_feature_net
+from difflab.evaluation.feature_training import train_feature_net
+from difflab.evaluation.features import load_feature_net
 from difflab.evaluation.likelihood import bits_per_dim
 from difflab.inference.pipeline import load
 from difflab.storage import checkpoint as ckpt

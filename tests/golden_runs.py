@@ -48,7 +48,7 @@ def _diffusion(tmp: Path, name: str, *sets: str) -> list[list[float]]:
 
 def run_all() -> dict[str, list]:
     """{run name: per-step [loss, grad norm] or per-step loss} of every recorded run."""
-    from difflab.evaluation.features import train_feature_net
+    from difflab.evaluation.feature_training import train_feature_net
     from difflab.training.classifier import train_classifier
     from difflab.training.encoder import train_encoder
 

@@ -285,7 +285,8 @@ OUTPUTS = {  # existing outputs are never overwritten; output paths checked befo
     "features out is a folder": (["train-features", "digits", "--out", "{d}/occupied"], "folder"),
     "features zero steps": (["train-features", "digits", "--out", "{d}/f.st", "--steps", "0"],
                             "--steps must be >= 1"),  # fmt: skip
-    "features on unlabelled folder": (["train-features", "{d}/one_class", "--out", "{d}/f.st"],
+    "features on unlabelled folder": (["train-features", "{d}/one_class", "--out", "{d}/f.st",
+                                       "--objective", "classification"],
                                       "labelled image dataset"),  # fmt: skip
     "ref-stats out exists": (["ref-stats", "digits", "--out", "{d}/exists.npz"], "exists"),
     "ref-stats out is a folder": (["ref-stats", "digits", "--out", "{d}/occupied"], "a folder"),

@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from difflab.core.errors import UsageError
 from difflab.data.datasets import load_dataset
 from difflab.evaluation.evaluate import evaluate, load_ref, reference_stats, save_ref
+from difflab.evaluation.feature_training import train_feature_net
 from difflab.evaluation.features import (
     FEATURES,
     INCEPTION_ENV,
@@ -20,7 +21,6 @@ from difflab.evaluation.features import (
     extract,
     load_feature_net,
     metric_name,
-    train_feature_net,
 )
 from difflab.evaluation.metrics import (
     classifier_accuracy,

@@ -76,6 +76,12 @@ def _autoencoder_options():
     return {"perceptual": layers, "kl_weight": 1e-3, "disc": {"start": 0, "width": 8, "layers": 1}}
 
 
+def _simclr_case():
+    """A linear encoder + projection of flattened 8×8 images, trained as its own projection."""
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 8))
+    return net, {"project": net}
+
+
 # name → list of (case id, builder of a freshly initialised (model, options)); seeded inside.
 CASES = {
     "denoising": [
@@ -101,6 +107,7 @@ CASES = {
         ("shifted", lambda: (nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), {"augment": True}))
     ],
     "autoencoder": [("kl-perceptual-gan", lambda: (_kl_codec(), _autoencoder_options()))],
+    "simclr": [("views", _simclr_case)],
 }
 PARAMS = [pytest.param(name, i, id=f"{name}-{cid}")
           for name, cases in CASES.items() for i, (cid, _) in enumerate(cases)]  # fmt: skip
@@ -277,3 +284,15 @@ def test_short_runs_reproduce_the_losses_recorded_before_the_registry():
         torch.testing.assert_close(torch.tensor(result[name], dtype=torch.float64),
                                    torch.tensor(golden[name], dtype=torch.float64),
                                    rtol=1e-5, atol=0, msg=name)  # fmt: skip
+
+
+def test_nt_xent_of_aligned_orthogonal_pairs_is_the_closed_form():
+    """Partners at cos 1, all others at cos 0: ℓ = log(1 + (2B − 2)·e^(−1/τ)) (SimCLR, Eq. 1)."""
+    from difflab.training.objectives.simclr import nt_xent
+
+    b, tau = 4, 0.5
+    z = torch.eye(b, 8).repeat(2, 1) * 3.0  # [2B, 8] view i and i + B identical, others orthogonal
+    expected = math.log(1 + (2 * b - 2) * math.exp(-1 / tau))
+    assert torch.allclose(nt_xent(z, tau), torch.full((2 * b,), expected), atol=1e-6)
+    swapped = torch.cat([z[:b], z[b:].roll(1, 0)])  # partners now orthogonal: a larger loss
+    assert (nt_xent(swapped, tau) > expected + 1).all()

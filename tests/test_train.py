@@ -99,7 +99,8 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
 
 def test_in_loop_fd_on_a_held_out_reference(tmp_path):
     from difflab.evaluation.evaluate import reference_stats, save_ref
-    from difflab.evaluation.features import load_feature_net, train_feature_net
+    from difflab.evaluation.feature_training import train_feature_net
+    from difflab.evaluation.features import load_feature_net
 
     feat = train_feature_net("digits", steps=10, batch_size=32, out_path=tmp_path / "f.safetensors")
     net = load_feature_net({"name": "domain", "path": str(feat)})

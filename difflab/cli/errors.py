@@ -42,6 +42,8 @@ FLAGS = {  # library parameter → CLI flag
     "codec_ckpt": "--codec-ckpt",
     "source": "--from",  # edit textdiff
     "target": "--to",
+    "objective": "--objective",
+    "metrics": "--metrics",
 }
 COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from difflab.cli.outputs import add_overwrite, check_output_file
@@ -58,16 +59,27 @@ def folder_channels(path: Path) -> int:
 def cmd_train_features(args) -> int:
     from tqdm import tqdm
 
-    from difflab.evaluation.features import train_feature_net
+    from difflab.evaluation.feature_training import train_feature_net
+    from difflab.evaluation.features import load_feature_net
 
     check_output_file(args.out, "--out", args.overwrite)
     bar = tqdm(total=args.steps, desc="train-features", disable=args.quiet, leave=False)
-    path = train_feature_net(
-        data_spec(args.data), steps=args.steps, batch_size=args.batch_size, seed=args.seed,
-        out_path=args.out, callback=lambda r: bar.update(1),
-    )  # fmt: skip
-    bar.close()
-    print(f"feature net: {path}")
+    try:
+        path = train_feature_net(
+            data_spec(args.data), steps=args.steps, batch_size=args.batch_size, seed=args.seed,
+            out_path=args.out, objective=args.objective, callback=lambda r: bar.update(1),
+        )  # fmt: skip
+    finally:
+        bar.close()
+    net = load_feature_net({"name": "domain", "path": str(path)})
+    info = net.info
+    if "test_accuracy" in info:
+        acc = info["test_accuracy"]
+        how = f"supervised on {net.num_classes} classes, held-out accuracy {acc:.3f}"
+    else:
+        how = (f"self-supervised (SimCLR, no labels), held-out view-matching accuracy "
+               f"{info['view_accuracy']:.3f}")  # fmt: skip
+    print(f"feature net for {net.fd_name}: {path} ({how})")
     return 0
 
 
@@ -116,8 +128,23 @@ def parse_steps(text: str) -> list[int]:
     return steps
 
 
+def summary(report: dict) -> str:
+    """One line for a person: KID ± its standard error first when FD is marked small-n."""
+    parts = []
+    if "kid_mean" in report:
+        parts.append(f"{report['kid_name']} = {report['kid_mean']:.4g} ± {report['kid_se']:.2g}")
+    if "fd" in report:
+        if report["fd"] is None:
+            parts.append(f"{report['fd_name']} = n/a (fewer items than feature dimensions)")
+        else:
+            mark = " (biased at this n; not comparable across n)" if report.get("fd_small_n") else ""
+            parts.append(f"{report['fd_name']} = {report['fd']:.4g}{mark}")
+    return f"n = {report['n']} vs {report['n_ref']} reference: " + "; ".join(parts)
+
+
 def cmd_eval(args) -> int:
-    from difflab.evaluation.evaluate import evaluate, images_from_folder, load_ref
+    from difflab.cli.errors import cli_message
+    from difflab.evaluation.evaluate import evaluate, load_ref, sample_images
     from difflab.evaluation.features import load_feature_net
     from difflab.storage import checkpoint as ckpt
 
@@ -135,8 +162,10 @@ def cmd_eval(args) -> int:
     steps_list = parse_steps(args.steps) if args.steps else [None]
     if source.is_dir() and not (source / "checkpoints").is_dir():
         channels, size = ref["shape"][0], ref["shape"][-1]
-        images = images_from_folder(source, channels=channels, size=size)[: args.n]
-        reports = [{**evaluate(images, ref, net, metrics), "folder": str(source)}]
+        images, skipped = sample_images(source, channels=channels, size=size)
+        images = images[: args.n]
+        report = {**evaluate(images, ref, net, metrics), "folder": str(source)}
+        reports = [{**report, "skipped": [str(p.relative_to(source)) for p in skipped]}]
     else:
         paths = ckpt.list_checkpoints(source) if args.all_checkpoints else [source]
         if not paths:
@@ -147,10 +176,17 @@ def cmd_eval(args) -> int:
                 images, origin, labels = _sampled_images(path, args, steps)
                 report = evaluate(images, ref, net, metrics, labels=labels)
                 reports.append({**report, **origin})
+    for r in reports:
+        if "note" in r:
+            r["note"] = cli_message(r["note"])
     text = json.dumps(reports[0] if len(reports) == 1 else reports, indent=1, default=str)
     if args.out:
         Path(args.out).write_text(text)
     print(text)
+    if not args.quiet:
+        notes = dict.fromkeys(r["note"] for r in reports if "note" in r)
+        for line in [*map(summary, reports), *(f"note: {n}" for n in notes)]:
+            print(line, file=sys.stderr)
     if args.plot:
         plot_reports(reports, Path(args.plot), ref["fd_name"], by_step=args.all_checkpoints)
     return 0
@@ -162,6 +198,9 @@ def plot_reports(reports: list[dict], out: Path, fd_name: str, by_step: bool) ->
 
     if "fd" not in reports[0]:
         raise UsageError("--plot draws the Fréchet distance; include fd in --metrics")
+    if any(r["fd"] is None for r in reports):
+        raise UsageError("--plot needs an FD for every point; evaluate more samples than the "
+                         "feature dimension (-n)")  # fmt: skip
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
     key, group = ("step", "steps") if by_step else ("steps", "checkpoint")
@@ -181,8 +220,13 @@ def plot_reports(reports: list[dict], out: Path, fd_name: str, by_step: bool) ->
 def add_commands(sub, common) -> None:
     """Register the evaluation subcommands on the CLI's subparsers."""
     t = sub.add_parser("train-features", parents=[common],
-                       help="train a domain feature net (for FD-<dataset>) on labelled images")  # fmt: skip
-    t.add_argument("data", help="dataset name, inline TOML table or image folder")
+                       help="train a domain feature net (for FD-/KID-<dataset>) on an image folder "
+                            "or dataset, with labels (class subfolders) or without")  # fmt: skip
+    t.add_argument("data", help="image folder (class subfolders optional), dataset name or "
+                                "inline TOML table")  # fmt: skip
+    t.add_argument("--objective", choices=("auto", "classification", "simclr"), default="auto",
+                   help="auto: classification with ≥ 2 class subfolders / labels, else "
+                        "self-supervised SimCLR")  # fmt: skip
     t.add_argument("--out", required=True, help="output .safetensors file")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch-size", type=int, default=128)
@@ -200,7 +244,8 @@ def add_commands(sub, common) -> None:
     r.set_defaults(func=cmd_ref_stats)
 
     e = sub.add_parser("eval", parents=[common], help="FD / KID / IS / precision-recall")
-    e.add_argument("source", help="checkpoint, run dir, or a folder of images")
+    e.add_argument("source", help="checkpoint, run dir, or a folder of images (of a sample "
+                                  "set: only its numbered images/NNNNNN.png)")  # fmt: skip
     e.add_argument("--ref", required=True, help="reference .npz from `difflab ref-stats`")
     e.add_argument("--features", help="the feature net the reference was made with")
     e.add_argument("--weights", help="Inception weights file")

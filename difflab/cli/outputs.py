@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 from difflab.core.errors import UsageError
+from difflab.core.sample_set import INCOMPLETE
 
 GRID_MAX = 256  # tiles in grid.png; every sample is still written to images/
-INCOMPLETE = "INCOMPLETE"
 SAMPLE_FILES = ("grid.png", "labels.json", "samples.csv", "samples.png", INCOMPLETE)
 
 

@@ -18,6 +18,8 @@ import torch
 from torch import Tensor
 
 from difflab.core.errors import UsageError
+from difflab.core.imageio import image_files, load_image
+from difflab.core.sample_set import FIGURES, INCOMPLETE, SAMPLE_NAME
 from difflab.data.datasets import DATASETS, Dataset, folder, load_dataset
 from difflab.evaluation import metrics as M
 from difflab.evaluation.features import FeatureNet, extract
@@ -42,6 +44,47 @@ _REF_FIELDS = (
 def images_from_folder(path: str | os.PathLike, *, channels: int = 3, size: int | None = None):
     """uint8 images [N, C, H, W] of an image folder (recursive), via the 'folder' dataset."""
     return folder(path=str(path), channels=channels, size=size).x
+
+
+def sample_files(path: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """(sample images, skipped images) of a folder of samples.
+
+    The samples are the numbered PNGs (NNNNNN.png) in `images/` that a sample set holds, else
+    the numbered PNGs in the folder itself, else every image in the folder (recursive) except
+    the figures difflab writes beside samples (grid.png, samples.png, loss.png, trajectory.png).
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"sample folder {root} does not exist; check the path")
+    if (root / INCOMPLETE).exists():
+        raise UsageError(
+            f"{root} is an interrupted sample set ({INCOMPLETE} is there); sample it again "
+            "before evaluating it"
+        )
+    every = image_files(root)
+    for where in (root / "images", root):
+        numbered = [f for f in every if f.parent == where and SAMPLE_NAME.fullmatch(f.name)]
+        if numbered:
+            return numbered, [f for f in every if f not in set(numbered)]
+    samples = [f for f in every if f.stem not in FIGURES]
+    if not samples:
+        raise UsageError(f"{root} holds no sample images; pass a folder of images")
+    return samples, [f for f in every if f.stem in FIGURES]
+
+
+def sample_images(
+    path: str | os.PathLike, *, channels: int = 3, size: int | None = None
+) -> tuple[Tensor, list[Path]]:
+    """(uint8 images [N, C, H, W] of `sample_files(path)`, the skipped files)."""
+    files, skipped = sample_files(path)
+    images = [load_image(f, channels, size) for f in files]
+    for f, im in zip(files, images):
+        if im.shape != images[0].shape:
+            raise UsageError(
+                f"sample {f} is {im.shape[2]}×{im.shape[1]} but {files[0]} is "
+                f"{images[0].shape[2]}×{images[0].shape[1]}; pass `size` to resize them"
+            )
+    return torch.stack(images), skipped
 
 
 def _source(source: str | os.PathLike | dict[str, Any]) -> tuple[Dataset, str]:
@@ -79,7 +122,7 @@ def reference_stats(
         g = torch.Generator().manual_seed(seed)
         x = x[torch.randperm(len(x), generator=g)[:n].sort().values]
     feats = extract(feature_net, x, batch_size=batch_size)[0]  # [N, D]
-    mu, sigma = M.feature_stats(feats)
+    mu, sigma = M.feature_stats(feats, allow_singular=True)  # few items: KID only (evaluate)
     keep = feats
     if len(feats) > max_features:
         g = torch.Generator().manual_seed(seed + 1)
@@ -158,6 +201,21 @@ def _check_inputs(images: Tensor, ref: dict[str, Any], feature_net: FeatureNet) 
         )
 
 
+def kid_name(fd_name: str) -> str:
+    """'KID' beside 'FID', 'KID-<dataset>' beside 'FD-<dataset>'."""
+    return "KID" if fd_name == "FID" else "KID-" + fd_name.removeprefix("FD-")
+
+
+def small_n_note(report: dict[str, Any], n: int, min_n: int, kid: bool) -> str:
+    """Why the Fréchet distance of `report` is not to be trusted at n items per set."""
+    fd = report["fd_name"]
+    cure = (f"compare {report['kid_name']} (unbiased at any n, Bińkowski et al. 2018) within its "
+            "standard error kid_se" if kid else "add `kid` to `metrics` (unbiased at any n)")  # fmt: skip
+    return (f"n = {n} < {min_n}: {fd} is biased upward at this n and its noise can hide real "
+            f"differences; {cure}, or evaluate ≥ {min_n} samples against ≥ {min_n} reference "
+            "items")  # fmt: skip
+
+
 def evaluate(
     images: Tensor,
     ref: dict[str, Any],
@@ -172,7 +230,12 @@ def evaluate(
     pr_k: int = 3,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Every requested metric of images [N, C, H, W] against a reference, with n and the net."""
+    """Every requested metric of images [N, C, H, W] against a reference, with n and the net.
+
+    When min(n, n_ref) < `fd_min_n(feature dim)` the report's `note` says FD is not meaningful,
+    KID (with its jackknife standard error `kid_se`) comes before FD, and FD is marked
+    `fd_small_n` (None when n ≤ the feature dim: a singular covariance).
+    """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise UsageError(f"unknown metric(s) {unknown}; choose from: {', '.join(METRICS)}")
@@ -181,21 +244,34 @@ def evaluate(
     _check_inputs(images, ref, feature_net)
     with_probs = "is" in metrics or "acc" in metrics
     feats, probs = extract(feature_net, images, batch_size=batch_size, with_probs=with_probs)
+    n_small, min_n = min(len(images), int(ref["n"])), M.fd_min_n(feats.shape[1])
+    small = n_small < min_n and "fd" in metrics
     out: dict[str, Any] = {
         "n": len(images),
         "n_ref": int(ref["n"]),
         "feature_net": feature_net.name,
         "feature_hash": feature_net.hash,
         "fd_name": feature_net.fd_name,
+        "kid_name": kid_name(feature_net.fd_name),
         "reference": ref["dataset"],
     }
-    if "fd" in metrics:
-        mu, sigma = M.feature_stats(feats)
-        out["fd"] = M.frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
+    kid_part: dict[str, Any] = {}
     if "kid" in metrics:
-        out["kid_mean"], out["kid_std"] = M.kid(
+        kid_part["kid_mean"], kid_part["kid_std"] = M.kid(
             feats, ref["features"], subsets=kid_subsets, subset_size=kid_subset_size, seed=seed
         )
+        kid_part["kid_se"] = M.kid_jackknife(feats, ref["features"], seed=seed)[1]
+    fd_part: dict[str, Any] = {}
+    if "fd" in metrics:  # None for n ≤ the feature dim: a singular covariance
+        fd_part["fd"] = None
+        if n_small > feats.shape[1]:
+            mu, sigma = M.feature_stats(feats)
+            fd_part["fd"] = M.frechet_distance(mu, sigma, ref["mu"], ref["sigma"])
+    if small:  # the note, KID first, then FD marked
+        out["note"] = small_n_note(out, n_small, min_n, kid="kid" in metrics)
+        out.update(kid_part, **fd_part, fd_small_n=True)
+    else:
+        out.update(fd_part, **kid_part)
     if "is" in metrics:
         out["is_mean"], out["is_std"] = M.inception_score(probs, splits=is_splits)
     if "pr" in metrics:
@@ -205,5 +281,3 @@ def evaluate(
     if "acc" in metrics:
         out["accuracy"] = M.classifier_accuracy(probs, labels)
     return out
-
-

@@ -8,7 +8,6 @@ downloads anything: Inception weights come from a file the user supplies.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -21,9 +20,6 @@ from torch import Tensor, nn
 from difflab.core.errors import UsageError
 from difflab.core.imageio import uint8_to_pixels
 from difflab.core.registry import Registry
-from difflab.data.datasets import Dataset, load_dataset
-from difflab.data.loader import InfiniteLoader
-from difflab.data.splits import holdout_split
 from difflab.nets.inception import (
     ConvBN,
     FIDInceptionA,
@@ -33,9 +29,7 @@ from difflab.nets.inception import (
     InceptionB,
     InceptionD,
 )
-from difflab.storage.checkpoint import load_weights, read_kind, save_tensors
-from difflab.training.engine import Engine, fit
-from difflab.training.objectives.classification import Classification
+from difflab.storage.checkpoint import load_weights, read_kind
 
 FEATURES = Registry("feature network")
 
@@ -275,6 +269,16 @@ def inception(*, weights: str | None = None) -> InceptionV3:
 # ---------------------------------------------------------------- domain classifier
 
 
+def dataset_name(spec: Any) -> str:
+    """'digits' for a dataset spec, the folder's own name for {"name": "folder", "path": ...}."""
+    if not isinstance(spec, dict):
+        return str(spec)
+    if spec.get("name") == "folder" and spec.get("path"):
+        return Path(spec["path"]).name or "folder"  # train_feature_net stores it absolute
+    return spec.get("name", "dataset")
+
+
+
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     """3×3 conv → GroupNorm (fixed gcd(8, C) groups: saved nets stay exact) → SiLU."""
     norm = nn.GroupNorm(math.gcd(8, cout), cout)
@@ -282,7 +286,8 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
 
 
 class DomainNet(FeatureNet):
-    """Small CNN classifier: penultimate features for FD-<dataset>, softmax head for IS/accuracy."""
+    """Small CNN: penultimate features for FD-<dataset>; a softmax head for IS/accuracy when it
+    was trained on labels (`num_classes` ≥ 2), none when self-supervised (`num_classes` = 0)."""
 
     name = "domain"
 
@@ -315,12 +320,12 @@ class DomainNet(FeatureNet):
             _conv(2 * w, 4 * w, stride=2),  # H/4
         )
         self.feat = nn.Linear(4 * w, feat_dim)
-        self.head = nn.Linear(feat_dim, num_classes)
+        self.head = nn.Linear(feat_dim, num_classes) if num_classes else None
 
     @property
     def dataset_name(self) -> str:
-        spec = self.config["dataset"]
-        return spec.get("name", "dataset") if isinstance(spec, dict) else str(spec)
+        """The dataset's name, or an image folder's own name ("FD-myfaces")."""
+        return dataset_name(self.config["dataset"])
 
     @property
     def fd_name(self) -> str:
@@ -339,86 +344,34 @@ class DomainNet(FeatureNet):
             )
         return self.features_model_space(uint8_to_pixels(x))
 
-    def features_model_space(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(features [N, feat_dim], logits [N, K]) of images already in [-1, 1]."""
+    def features_model_space(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(features [N, feat_dim], logits [N, K] or None) of images already in [-1, 1]."""
         h = self.body(x).mean(dim=(2, 3))  # [N, 4w]
         f = F.silu(self.feat(h))  # [N, feat_dim]
-        return f, self.head(f)
+        return f, None if self.head is None else self.head(f)
+
+    def probs(self, x: Tensor) -> Tensor:
+        if self.head is None:
+            raise UsageError(
+                f"this domain feature net ({self.fd_name}) was trained without labels and has no "
+                "classifier head; the Inception Score and accuracy need one trained on a folder "
+                "with class subfolders, or 'inception'"
+            )
+        return super().probs(x)
 
 
 @FEATURES.register("domain")
 def domain(*, path: str | None = None) -> DomainNet:
-    """A domain classifier trained by `train_feature_net`, loaded from its safetensors file."""
+    """A domain feature net trained by `train_feature_net`, loaded from its safetensors file."""
     if path is None:
         raise UsageError(
             "the 'domain' feature network needs path=; train one with "
-            "difflab.features.train_feature_net and pass its .safetensors file"
+            "`train_feature_net()` and pass its .safetensors file"
         )
-    fix = "train one with difflab.evaluation.features.train_feature_net"
+    fix = "train one with `train_feature_net()`"
     tensors, meta = read_kind(Path(path), "feature_net", wanted="a domain feature net", fix=fix)
     if meta.get("name") != "domain":
         raise UsageError(f"{path} is a {meta.get('name')!r} feature net, not a domain one; {fix}")
     net = load_weights(DomainNet(**meta["config"]), tensors, path, "retrain it")
-    net.info = {k: meta[k] for k in ("test_accuracy", "train") if k in meta}
+    net.info = {k: meta[k] for k in ("test_accuracy", "view_accuracy", "train") if k in meta}
     return net.eval()
-
-
-@torch.no_grad()
-def _accuracy(net: DomainNet, data: Dataset, batch_size: int = 256) -> float:
-    correct = 0
-    for i in range(0, len(data), batch_size):
-        logits = net.features_model_space(uint8_to_pixels(data.x[i : i + batch_size]))[1]
-        correct += int((logits.argmax(1) == data.labels[i : i + batch_size]).sum())
-    return correct / len(data)
-
-
-def train_feature_net(
-    dataset_spec: str | dict[str, Any],
-    *,
-    steps: int = 2000,
-    batch_size: int = 128,
-    seed: int = 0,
-    out_path: str | os.PathLike,
-    lr: float = 2e-3,
-    width: int = 32,
-    feat_dim: int = 128,
-    augment: bool = True,
-    test_fraction: float = 0.2,
-    callback=None,
-) -> Path:
-    """Train a domain classifier with AdamW + one-cycle LR on clean labelled images (±1 pixel
-    shifts when `augment`) through the shared training engine; save weights + config."""
-    data = load_dataset(dataset_spec)
-    if data.kind != "image" or data.labels is None or data.num_classes < 2:
-        raise UsageError(
-            f"a domain feature net needs a labelled image dataset with ≥ 2 classes; "
-            f"{json.dumps(dataset_spec)} is not one (use 'digits', 'fashion_mnist', 'emoji' or a "
-            "folder with class subfolders)"
-        )
-    if not 0 < test_fraction < 1:
-        raise UsageError(f"test_fraction={test_fraction} is invalid; pass a value in (0, 1)")
-    train, test = holdout_split(data, test_fraction)
-    torch.manual_seed(seed)
-    net = DomainNet(
-        in_channels=data.shape[0],
-        size=list(data.shape[1:]),
-        num_classes=data.num_classes,
-        width=width,
-        feat_dim=feat_dim,
-        dataset=dataset_spec,
-    )
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    objective = Classification(net, lambda x: net.features_model_space(x)[1], augment=augment)
-    engine = Engine(objective, opt, generator=torch.Generator().manual_seed(seed), scheduler=sched)
-    fit(engine, InfiniteLoader(train, batch_size, seed=seed), steps, callback)
-    acc = _accuracy(net, test)
-    meta = {
-        "kind": "feature_net",
-        "name": "domain",
-        "config": net.config,
-        "test_accuracy": acc,
-        "train": dict(steps=steps, batch_size=batch_size, seed=seed, lr=lr, augment=augment),
-    }
-    save_tensors(Path(out_path), net.state_dict(), meta)
-    return Path(out_path)

@@ -8,6 +8,7 @@ from difflab.training.objectives import (  # noqa: F401  (register the objective
     denoising,
     hybrid,
     progressive,
+    simclr,
 )
 from difflab.training.objectives.base import OBJECTIVES, Batch, Objective, build_objective
 
