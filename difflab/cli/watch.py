@@ -57,13 +57,15 @@ def summary_lines(record: dict) -> list[str]:
     device = f"{record['device']}{ranks}, {threads} thread{plural}, {record['dtype']}"
     batch = record["batch_size"] * record["world_size"]
     acc = f" × {record['accumulate']} accumulated" if record["accumulate"] > 1 else ""
-    budget = f"{record['steps']:,} steps of batch {batch}{acc}"
+    steps = record["steps"]
+    budget = f"{steps:,} step{'s' if steps != 1 else ''} of batch {batch}{acc}"
     if record["max_seconds"]:
         budget += (f", or train.max_seconds = {record['max_seconds']:g} "
                    f"({duration(record['max_seconds'])} of training) if that comes first"
                    )  # fmt: skip
     every = record["ckpt_every"]
-    budget += f"; a checkpoint every {every:,} steps" if every else "; a checkpoint at the end"
+    budget += f"; a checkpoint every {every:,} steps" if 0 < every < steps else \
+        "; a checkpoint at the end"
     run = record["run"]
     if record["resumed_from"]:
         run += (f" (resumed from step {record['resumed_step']:,}, "
@@ -96,7 +98,7 @@ def stop_line(record: dict) -> str:
         if record["saved"]:
             return (f"stopped: interrupted (Ctrl-C) at step {step:,} of {steps:,} ({took}); "
                     f"{saved}; continue with --resume")  # fmt: skip
-        return f"stopped: interrupted (Ctrl-C) during step {step + 1:,}; {last}"
+        return f"stopped: interrupted (Ctrl-C) at step {step:,}, not saved; {last}"
     if reason == "nonfinite":
         return f"stopped: non-finite loss or gradient in step {step + 1:,}; {last}"
     return f"stopped at step {step:,} by the error below; {last}"
@@ -165,6 +167,7 @@ class Watcher:
         tqdm.write(text, file=sys.stderr)
 
     def start(self, record: dict) -> None:
+        self.stop.arm()  # from the first step on, Ctrl-C stops with a checkpoint
         self.steps, self.max_seconds = record["steps"], record["max_seconds"]
         self.first = (record["resumed_step"], record["resumed_seconds"])
         if not self.quiet:
@@ -172,7 +175,6 @@ class Watcher:
                 self.write(line)
             self.bar = tqdm(total=self.steps, desc=self.desc, dynamic_ncols=True, leave=False,
                             postfix=[""], bar_format=BAR)  # fmt: skip
-        self.stop.arm()  # from the first step on, Ctrl-C stops with a checkpoint
 
     def smoothed(self, fallback: float) -> float:
         return self.loss / (1 - SMOOTHING**self.k) if self.k else fallback

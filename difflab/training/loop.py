@@ -210,7 +210,7 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, hooks: Hooks
     seconds = lambda: before + now_since(start)  # noqa: E731  (training time, summed over resumes)
     best = checkpointing.BestTracker(out, step)  # restored on resume
     t = cfg.train
-    reason = _reason(cfg, step, before, hooks.stop, world)  # a finished run does no more steps
+    reason = _reason(cfg, step, before, lambda: False, world)  # a finished run does no steps
     saved = False
     try:
         while reason is None:
