@@ -200,7 +200,8 @@ class Watcher:
         if self.max_seconds and seconds + left > self.max_seconds:
             remaining = duration(self.max_seconds - seconds)
             return (self.max_seconds, seconds,
-                    f"{duration(seconds)} of {duration(self.max_seconds)} (train.max_seconds), "
+                    f"{duration(seconds)} of {duration(self.max_seconds)} budget "
+                    "(train.max_seconds), "
                     f"{remaining} left, step {step:,} of {self.steps:,}")  # fmt: skip
         eta = f"ETA {duration(left)}" if rate > 0 else "ETA ?"
         return self.steps, step, f"{step:,}/{self.steps:,} steps, {rate:.3g} steps/s, {eta}"
