@@ -159,7 +159,8 @@ class Watcher:
                 self.write(f"step {record['step']:,}: wrote {', '.join(record['files'])}")
         elif event == "stop":
             self.close()
-            self.write(stop_line(record))
+            if record["reason"] != "error":  # an error's own message names the last checkpoint
+                self.write(stop_line(record))
         elif "step" in record and "loss" in record:
             self.on_step(record)
 
@@ -167,7 +168,9 @@ class Watcher:
         tqdm.write(text, file=sys.stderr)
 
     def start(self, record: dict) -> None:
-        self.stop.arm()  # from the first step on, Ctrl-C stops with a checkpoint
+        self.stop.arm()  # from the first step on, Ctrl-C stops with a checkpoint (every rank)
+        if record["rank"] != 0:
+            return
         self.steps, self.max_seconds = record["steps"], record["max_seconds"]
         self.first = (record["resumed_step"], record["resumed_seconds"])
         if not self.quiet:

@@ -71,8 +71,9 @@ def train(
     """Train as configured (torchrun-aware); returns the newest model checkpoint.
 
     callback(record) gets {"step", "loss", "seconds", ...} after every step, {"note": text} for
-    events and, on the main rank, {"event": "start"} (training.summary.run_summary) before the
-    first step, {"event": "checkpoint", "step", "path", "logged_loss"} for each checkpoint,
+    events, {"event": "start", "rank", ...} (training.summary.run_summary) before the first
+    step and, on the main rank, {"event": "checkpoint", "step", "path", "logged_loss"} for each
+    checkpoint,
     {"event": "progress", "step", "files"} and a last {"event": "stop", "reason", ...} (`Stop`).
     evaluator(ema_denoiser, shape, sample_cfg, device, codec=codec) -> {"eval_metric", "eval_fd",
     "eval_n"} runs on the main rank every train.eval_every steps (difflab.evaluation.in_loop
@@ -202,8 +203,8 @@ def _train(cfg: Config, out: Path, world: dist.World, resume: bool, hooks: Hooks
         copy_codec(cfg.model.codec, out)  # the run carries its codec file (RUN/codec.safetensors)
         (out / "config.toml").write_text(to_toml(cfg_dict))
         truncate_log(out / "log.jsonl", step)
-        callback(run_summary(cfg, dataset, denoiser, world, out, step, before,
-                             path if step else None))  # fmt: skip
+    callback(run_summary(cfg, dataset, denoiser, world, out, step, before,
+                         path if step else None))  # fmt: skip
 
     log = open(out / "log.jsonl", "a") if world.main else None
     losses, t_log, start = [], time.perf_counter(), time.perf_counter()

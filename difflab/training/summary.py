@@ -50,7 +50,8 @@ def run_summary(cfg: Config, dataset: Dataset, denoiser: Precond, world: World, 
     `seconds` are where a resumed run continues from (0 for a new run)."""
     t = cfg.train
     return {
-        "event": "start", "data": data_summary(dataset, cfg), "model": model_summary(denoiser, cfg),
+        "event": "start", "rank": world.rank,
+        "data": data_summary(dataset, cfg), "model": model_summary(denoiser, cfg),
         "device": str(world.device), "world_size": world.size,
         "threads": torch.get_num_threads(), "dtype": "bf16 autocast" if t.bf16 else "float32",
         "steps": t.steps, "max_seconds": t.max_seconds, "batch_size": t.batch_size,
