@@ -73,8 +73,8 @@ def train(
     callback(record) gets {"step", "loss", "seconds", ...} after every step, {"note": text} for
     events, {"event": "start", "rank", ...} (training.summary.run_summary) before the first
     step and, on the main rank, {"event": "checkpoint", "step", "path", "logged_loss"} for each
-    checkpoint,
-    {"event": "progress", "step", "files"} and a last {"event": "stop", "reason", ...} (`Stop`).
+    checkpoint, {"event": "progress", "step", "files"} for each grid and a last {"event":
+    "stop", "reason", ...} (`stop_record`); "seconds" is training time summed over resumes.
     evaluator(ema_denoiser, shape, sample_cfg, device, codec=codec) -> {"eval_metric", "eval_fd",
     "eval_n"} runs on the main rank every train.eval_every steps (difflab.evaluation.in_loop
     builds it); shape is the pixel shape, codec the model's.
