@@ -42,8 +42,9 @@ def run_demo(out: Path, seconds: float = 160.0, quiet: bool = False, seed: int =
     """
     _claim(out)
     start = time.perf_counter()
-    cfg = load_config("demo", [f"train.max_seconds={seconds}", f"train.seed={seed}"])
-    ckpt = run_training(cfg, out / "run", resume=False, quiet=quiet, budget=seconds)
+    cfg = load_config("demo", [f"train.max_seconds={seconds}", f"train.seed={seed}",
+                               "train.grid_n=0"])  # its own samples.png and loss.png follow
+    ckpt = run_training(cfg, out / "run", resume=False, quiet=quiet)
     trained = time.perf_counter() - start
     pipe = load(ckpt)  # samples with the config's defaults (n, seed, sampler, steps, ...)
     info = pipe.info

@@ -23,6 +23,8 @@ def cmd_distill(args) -> int:
                 bar.close()
                 bar = None
             return
+        if "event" in record:  # start, checkpoint, progress, stop (cli.watch prints them)
+            return
         if bar is None:
             bar = progress_bar(steps_of(args), "distill", args.quiet)
         bar.n = record["step"]

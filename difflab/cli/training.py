@@ -2,42 +2,24 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from difflab.cli.watch import Watcher
 
-def run_training(cfg, out: Path, resume: bool, quiet: bool, budget: float | None = None) -> Path:
-    """Train with a progress bar; notes (resume, skipped steps) are printed above it. With a time
-    `budget` (seconds) the bar counts elapsed time against it and shows the steps as a postfix."""
+
+def run_training(cfg, out: Path, resume: bool, quiet: bool) -> Path:
+    """Train, watched (cli.watch): a start-up summary, a progress bar in the unit that ends the
+    run (steps or train.max_seconds), a line per checkpoint and grid, and why training stopped;
+    a first Ctrl-C stops after the current step with a checkpoint."""
     from difflab.evaluation.in_loop import train
 
-    steps, start = cfg.train.steps, time.perf_counter()
-    if budget is None:
-        bar = progress_bar(steps, "train", quiet)
-    else:
-        bar = tqdm(total=budget, desc="train", disable=quiet, dynamic_ncols=True, leave=False,
-                   bar_format="{desc}: {n:.0f}s of {total:.0f}s budget |{bar}|{postfix}")  # fmt: skip
-
-    def on_step(record):
-        if "note" in record:
-            tqdm.write(record["note"], file=sys.stderr)
-            return
-        if budget is None:
-            bar.n = record["step"]
-            bar.set_postfix(loss=f"{record['loss']:.4f}", refresh=False)
-        else:
-            bar.n = min(time.perf_counter() - start, budget)
-            bar.set_postfix_str(f"step {record['step']}/{steps}, loss {record['loss']:.4f}",
-                                refresh=False)  # fmt: skip
-        bar.update(0)
-
+    watcher = Watcher(quiet)
     try:
-        return train(cfg, out, resume=resume, callback=on_step)
+        return train(cfg, out, resume=resume, callback=watcher, stop=watcher.stop)
     finally:
-        bar.close()
+        watcher.close()
 
 
 def train_config(source: str, overrides: list[str]):

@@ -66,13 +66,15 @@ class TrainConfig:
     log_every: int = 10
     ckpt_every: int = 0  # 0: only at the end
     keep: int = 3  # checkpoints kept
-    max_seconds: float = 0.0  # stop early after this wall time (0: no limit)
+    max_seconds: float = 0.0  # stop after this much training time, summed over resumes (0: none)
     on_nonfinite: str = "stop"  # "stop" or "skip" the update when loss/grad is NaN or inf
     device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda", "cuda:1", ...
     eval_every: int = 0  # FD of EMA samples vs a held-out reference every K steps (0: off)
     eval_ref: str = ""  # reference .npz from `difflab ref-stats` of held-out data
     eval_features: str = "raw"  # the feature net of that reference: "raw" or a domain .safetensors
     eval_n: int = 256  # samples per in-loop evaluation (cheap, and logged with its n)
+    grid_every: int = 0  # sample grid + loss plot in the run dir every K steps (0: at checkpoints)
+    grid_n: int = 36  # samples per progress grid (0: no grids or loss plots)
 
 
 @dataclass

@@ -53,6 +53,7 @@ RULES: dict[str, Rule] = {
     "train.grad_clip": NON_NEGATIVE, "train.ckpt_every": NON_NEGATIVE,
     "train.max_seconds": NON_NEGATIVE, "train.eval_every": NON_NEGATIVE,
     "train.eval_n": NON_NEGATIVE, "train.ema_decay": UNIT,
+    "train.grid_every": NON_NEGATIVE, "train.grid_n": NON_NEGATIVE,
     "train.lr_decay": Rule(choices=("none", "cosine")),
     "train.on_nonfinite": Rule(choices=("stop", "skip")),
     "sample.steps": POSITIVE, "sample.n": POSITIVE, "sample.batch_size": POSITIVE,

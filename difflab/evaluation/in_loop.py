@@ -59,9 +59,12 @@ def in_loop_evaluator(cfg: Config):
     return InLoopFD(cfg.train.eval_ref, cfg.train.eval_features, cfg.train.eval_n, cfg.sample.seed)
 
 
-def train(cfg, out, *, resume: bool = False, callback=None):
-    """difflab.training.loop.train with the held-out FD evaluator that `cfg.train` asks for."""
+def train(cfg, out, *, resume: bool = False, callback=None, stop=None):
+    """difflab.training.loop.train with the held-out FD evaluator and the progress grids and
+    loss plot (evaluation.progress) that `cfg.train` asks for; `stop() -> bool` as there."""
+    from difflab.evaluation.progress import progress_writer
     from difflab.training.loop import train as train_loop
 
     evaluator = in_loop_evaluator(cfg)  # raises before any file is written
-    return train_loop(cfg, out, resume=resume, callback=callback, evaluator=evaluator)
+    return train_loop(cfg, out, resume=resume, callback=callback, evaluator=evaluator,
+                      progress=progress_writer(cfg, out), stop=stop)  # fmt: skip

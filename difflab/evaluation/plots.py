@@ -38,7 +38,7 @@ def plot_loss(log_path: str | Path, out: str | Path, ylabel: str = "denoising lo
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out)
+    fig.savefig(out, format="png")
     plt.close(fig)
     return Path(out)
 
@@ -53,7 +53,7 @@ def plot_points(samples: np.ndarray, out: str | Path, reference: np.ndarray | No
     ax.set_aspect("equal")
     ax.legend(loc="upper right", markerscale=4)
     fig.tight_layout()
-    fig.savefig(out)
+    fig.savefig(out, format="png")
     plt.close(fig)
     return Path(out)
 

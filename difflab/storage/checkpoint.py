@@ -192,7 +192,8 @@ def remove_stale_tmp(run: Path) -> list[Path]:
     """Delete half-written `.NAME.*.tmp` files (from `atomic_write`s killed mid-write) and resume
     states whose model file never landed; call only while holding the run's lock."""
     run = Path(run)
-    stale = [p for d in (run, checkpoint_dir(run)) if d.is_dir() for p in d.glob(".*.tmp")]
+    dirs = (run, checkpoint_dir(run), run / "progress")  # progress: the grids of a watched run
+    stale = [p for d in dirs if d.is_dir() for p in d.glob(".*.tmp")]
     stale += [s for s in checkpoint_dir(run).glob("step-*.state.safetensors")
               if not s.with_name(s.name.replace(".state.", ".")).exists()]  # fmt: skip
     for path in stale:

@@ -84,10 +84,12 @@ def unflatten(tensors: dict[str, Tensor], meta: dict, parts: dict[str, Stateful]
 
 def save(run: Path, step: int, cfg_dict: dict, parts: dict[str, Stateful], objective: Objective,
          ema_model: torch.nn.Module, info: dict) -> Path:  # fmt: skip
-    """Write the resume state, then the model file (EMA weights + config), both atomically."""
+    """Write the resume state, then the model file (EMA weights + config), both atomically;
+    info["seconds"] (training time so far) goes into both, so a resumed run's clock goes on."""
     path = ckpt.model_path(run, step)
     tensors, meta = flatten(parts, objective)
-    meta |= {"kind": "state", "format": FORMAT, "step": step, "config": cfg_dict}
+    meta |= {"kind": "state", "format": FORMAT, "step": step, "config": cfg_dict,
+             "seconds": float(info.get("seconds", 0.0))}  # fmt: skip
     ckpt.save_tensors(ckpt.state_path(path), tensors, meta)
     ckpt.save_model(path, ema_model.state_dict(), cfg_dict, {"step": step, **info})
     return path
