@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
+from scipy import stats
 from torch import Tensor, nn
 
 from difflab.core.precond import Precond
@@ -149,3 +153,60 @@ class GaussianMixture:
             from difflab.core.errors import UsageError
 
             raise UsageError(f"oracle is {self.means.shape[1]}-D, data is {list(shape)}")
+
+
+class CorrelatedGaussian:
+    """x0 ~ N(μ, Σ) in D dims with a full covariance Σ = U·diag(λ)·Uᵀ: exact denoiser and density."""
+
+    def __init__(self, mu: Tensor, cov: Tensor):
+        self.mu, self.cov = mu.double(), cov.double()  # [D], [D, D]
+        self.lam, self.U = torch.linalg.eigh(self.cov)  # [D], [D, D]
+
+    def sample(self, n: int, generator=None) -> Tensor:
+        z = torch.randn((n, len(self.mu)), generator=generator, dtype=torch.float64)
+        return self.mu + (z * self.lam.sqrt()) @ self.U.T  # [n, D]
+
+    def denoise(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """E[x0 | x0 + σε = x] = μ + Σ(Σ + σ²I)⁻¹(x − μ), per sample σ [B]."""
+        gain = self.lam / (self.lam + sigma.double().reshape(-1, 1) ** 2)  # [B, D]
+        return (self.mu + ((x.double() - self.mu) @ self.U * gain) @ self.U.T).to(x.dtype)
+
+    def log_prob(self, x: Tensor, sigma: float = 0.0) -> Tensor:
+        """log N(x; μ, Σ + σ²I) [B], the exact density of x0 + σε."""
+        lam = self.lam + sigma**2
+        z = (x.double() - self.mu) @ self.U  # [B, D]
+        d = len(self.mu)
+        return -0.5 * ((z**2 / lam).sum(1) + lam.log().sum() + d * math.log(2 * math.pi))
+
+    def divergence_integral(self, sigma_min: float, sigma_max: float) -> Tensor:
+        """B = ∫ ∂f/∂x d ln σ over [σ_min, σ_max] for f = x − D(x; σ): U·diag(b)·Uᵀ with
+        b = ½·ln((λ + σ_max²)/(λ + σ_min²)), since ∂f/∂x = σ²(Σ + σ²I)⁻¹. [D, D]"""
+        b = 0.5 * ((self.lam + sigma_max**2) / (self.lam + sigma_min**2)).log()
+        return self.U @ torch.diag(b) @ self.U.T
+
+
+ATOMS = torch.arange(256, dtype=torch.float64) / 127.5 - 1  # the 8-bit grid in [−1, 1]
+
+
+class PixelGaussian:
+    """Each dimension on the 8-bit grid with P(k) = discretised N(μ, s²) mass: exact denoiser."""
+
+    def __init__(self, mu: float = 0.1, s: float = 0.3):
+        edges = (ATOMS[:-1] + 1 / 255).numpy()
+        cdf = stats.norm(mu, s).cdf(edges)
+        mass = torch.from_numpy(np.diff(np.concatenate([[0.0], cdf, [1.0]])))
+        self.log_w = mass.clamp(min=1e-300).log()  # [256]
+
+    def sample(self, shape, generator) -> torch.Tensor:
+        k = torch.multinomial(self.log_w.exp(), math.prod(shape), True, generator=generator)
+        return ATOMS[k].reshape(shape)
+
+    def nll_bits(self, x0: torch.Tensor) -> torch.Tensor:
+        k = ((x0 + 1) * 127.5).round().long()
+        return -self.log_w[k].mean(1) / math.log(2)  # [B]
+
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """E[x0 | x0 + σε = x] = Σ_k a_k·softmax(log w_k − (x − a_k)²/(2σ²))."""
+        s = sigma.double().reshape(-1, *([1] * (x.ndim - 1)), 1)
+        logits = self.log_w - (x.double()[..., None] - ATOMS) ** 2 / (2 * s**2)  # [B, D, 256]
+        return (logits.softmax(-1) * ATOMS).sum(-1)

@@ -4,7 +4,6 @@ estimate against closed-form Gaussian densities, the VLB as a tightening upper b
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from scipy import integrate, stats
@@ -14,9 +13,7 @@ from difflab.core.posterior import discretized_gaussian_log_likelihood, normal_k
 from difflab.core.schedules import build_schedule
 from difflab.evaluation.likelihood import vlb_grid, vlb_terms
 from difflab.evaluation.likelihood_ode import ode_log_likelihood
-from oracles import GaussianData
-
-ATOMS = torch.arange(256, dtype=torch.float64) / 127.5 - 1  # the 8-bit grid in [−1, 1]
+from oracles import ATOMS, GaussianData, PixelGaussian
 
 
 @pytest.mark.parametrize(
@@ -82,30 +79,6 @@ def test_ode_reports_a_solver_that_does_not_converge():
     with pytest.raises(UsageError, match="did not converge within max_steps=2"):
         ode_log_likelihood(data.denoise, x, sigma_min=1e-3, sigma_max=80.0, prior_var=6400.0,
                            rtol=1e-9, atol=1e-9, max_steps=2)  # fmt: skip
-
-
-class PixelGaussian:
-    """Each dimension on the 8-bit grid with P(k) = discretised N(μ, s²) mass: exact denoiser."""
-
-    def __init__(self, mu: float = 0.1, s: float = 0.3):
-        edges = (ATOMS[:-1] + 1 / 255).numpy()
-        cdf = stats.norm(mu, s).cdf(edges)
-        mass = torch.from_numpy(np.diff(np.concatenate([[0.0], cdf, [1.0]])))
-        self.log_w = mass.clamp(min=1e-300).log()  # [256]
-
-    def sample(self, shape, generator) -> torch.Tensor:
-        k = torch.multinomial(self.log_w.exp(), math.prod(shape), True, generator=generator)
-        return ATOMS[k].reshape(shape)
-
-    def nll_bits(self, x0: torch.Tensor) -> torch.Tensor:
-        k = ((x0 + 1) * 127.5).round().long()
-        return -self.log_w[k].mean(1) / math.log(2)  # [B]
-
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
-        """E[x0 | x0 + σε = x] = Σ_k a_k·softmax(log w_k − (x − a_k)²/(2σ²))."""
-        s = sigma.double().reshape(-1, *([1] * (x.ndim - 1)), 1)
-        logits = self.log_w - (x.double()[..., None] - ATOMS) ** 2 / (2 * s**2)  # [B, D, 256]
-        return (logits.softmax(-1) * ATOMS).sum(-1)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,14 @@ import argparse
 import math
 from pathlib import Path
 
-from difflab.cli.request_args import DISCRETIZATION_HELP, parse_classes, spec_arg
+from difflab.cli.request_args import (
+    DISCRETIZATION_HELP,
+    add_guidance_argument,
+    add_sampler_arguments,
+    parse_classes,
+    sampler_choice,
+    spec_arg,
+)
 from difflab.core.errors import UsageError
 
 
@@ -19,7 +26,7 @@ def _common(p: argparse.ArgumentParser, *, images: bool = True) -> None:
         p.add_argument("--image", action="append", default=[], metavar="FILE",
                        help="input image (repeatable), resized and centre-cropped to the model")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
-    p.add_argument("--sampler", help="sampler name (difflab list samplers)")
+    add_sampler_arguments(p)
     p.add_argument("--steps", type=int, help="number of sampling steps of the grid")
     p.add_argument("--discretization", type=spec_arg, help=DISCRETIZATION_HELP)
     p.add_argument("--batch-size", type=int, default=64)
@@ -29,13 +36,12 @@ def _common(p: argparse.ArgumentParser, *, images: bool = True) -> None:
                    help="text prompt (repeatable; cycled)")  # fmt: skip
     p.add_argument("--negative-prompt", action="append", default=[], metavar="TEXT",
                    help="negative prompt: CFG's null condition for a text model")  # fmt: skip
-    p.add_argument("--guidance", action="append", default=[], metavar="SPEC",
-                   help="e.g. cfg:scale=3 (difflab list guidances)")  # fmt: skip
+    add_guidance_argument(p, "e.g. cfg:scale=3 or \"{name='cfg', scale=3}\" (difflab list guidances)")
 
 
 def _options(args, bar=None) -> dict:
     """The library's editing options from the parsed flags (None = the config's default)."""
-    return {"seed": args.seed, "sampler": args.sampler, "steps": args.steps,
+    return {"seed": args.seed, "sampler": sampler_choice(args), "steps": args.steps,
             "discretization": args.discretization, "batch_size": args.batch_size,
             "classes": parse_classes(args.classes), "prompts": args.prompt,
             "negative_prompts": args.negative_prompt, "guidance": args.guidance,

@@ -23,6 +23,7 @@ FLAGS = {  # library parameter → CLI flag
     "force": "--force",
     "lr": "--lr",
     "method": "--method",
+    "probe": "--probe",
     "n": "-n",
     "steps": "--steps",
     "batch_size": "--batch-size",

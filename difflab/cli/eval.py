@@ -7,7 +7,12 @@ import sys
 from pathlib import Path
 
 from difflab.cli.outputs import add_overwrite, check_output_file
-from difflab.cli.request_args import DISCRETIZATION_HELP, add_request_arguments, spec_arg
+from difflab.cli.request_args import (
+    DISCRETIZATION_HELP,
+    SAMPLER_HELP,
+    add_request_arguments,
+    spec_arg,
+)
 from difflab.core.config import parse_value
 from difflab.core.errors import UsageError
 
@@ -251,7 +256,7 @@ def add_commands(sub, common) -> None:
     e.add_argument("--weights", help="Inception weights file")
     e.add_argument("-n", type=int, default=1000, help="number of samples")
     e.add_argument("--metrics", default="fd,kid,pr", help="comma list of fd,kid,is,pr,acc")
-    e.add_argument("--sampler")
+    e.add_argument("--sampler", type=spec_arg, help=SAMPLER_HELP)
     e.add_argument("--steps", help="sampling steps; a comma list (5,10,20) evaluates each")
     e.add_argument("--discretization", type=spec_arg, help=DISCRETIZATION_HELP)
     add_request_arguments(e, what="evaluated samples")

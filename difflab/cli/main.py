@@ -19,13 +19,20 @@ from difflab.cli.errors import cli_message
 from difflab.cli.eval import add_commands as add_eval_commands
 from difflab.cli.export import add_commands as add_export_commands
 from difflab.cli.from_png import remake_edit
+from difflab.cli.listing import add_commands as add_list_commands
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.outputs import add_overwrite
-from difflab.cli.request_args import DISCRETIZATION_HELP, add_request_arguments, spec_arg
+from difflab.cli.request_args import (
+    DISCRETIZATION_HELP,
+    add_request_arguments,
+    add_sampler_arguments,
+    sampler_choice,
+    spec_arg,
+)
 from difflab.cli.serve import add_commands as add_serve_commands
 from difflab.cli.training import progress_bar, run_training, train_config
-from difflab.core.config import builtin_configs, parse_value, to_toml
+from difflab.core.config import to_toml
 from difflab.core.errors import UsageError
 
 
@@ -104,15 +111,7 @@ SETTINGS = ("sampler", "steps", "discretization", "guidance", "batch_size", "see
 
 def _sample_choices(args) -> dict:
     """The `Pipeline.sample` settings the sample flags chose (None: the config's default)."""
-    sampler = {"name": args.sampler} if args.sampler else {}  # no name: the config's sampler
-    if args.eta is not None:
-        sampler["eta"] = args.eta
-    for item in args.option:
-        key, _, value = item.partition("=")
-        sampler[key] = parse_value(value)
-        if isinstance(sampler[key], float) and not math.isfinite(sampler[key]):
-            raise UsageError(f"--option {item}: {key} must be a finite number")
-    return dict(n=args.n, sampler=sampler or None, steps=args.steps,
+    return dict(n=args.n, sampler=sampler_choice(args), steps=args.steps,
                 discretization=args.discretization, batch_size=args.batch_size, seed=args.seed)
 
 
@@ -130,42 +129,6 @@ def _from_png(args) -> tuple[str, dict, dict, dict]:
 def _chain(first, rest):
     yield first
     yield from rest
-
-
-LISTS = ("samplers", "schedules", "params", "nets", "datasets", "discretizations", "densities",
-         "conditioners", "guidances", "objectives", "codecs", "formats", "configs")
-
-
-def cmd_list(args) -> int:
-    from difflab.codecs.base import CODECS
-    from difflab.conditioning.base import CONDITIONERS
-    from difflab.core.precond import PARAMETERIZATIONS
-    from difflab.core.schedules import DISCRETIZATIONS, SCHEDULES
-    from difflab.data.datasets import DATASETS
-    from difflab.guidance.chain import GUIDANCES
-    from difflab.nets.base import NETS
-    from difflab.samplers.base import SAMPLERS
-    from difflab.storage.formats import FORMATS
-    from difflab.training.densities import SIGMA_DENSITIES
-    from difflab.training.objectives import OBJECTIVES
-
-    registries = {
-        "samplers": SAMPLERS, "schedules": SCHEDULES, "params": PARAMETERIZATIONS, "nets": NETS,
-        "datasets": DATASETS, "discretizations": DISCRETIZATIONS, "densities": SIGMA_DENSITIES,
-        "conditioners": CONDITIONERS, "guidances": GUIDANCES, "objectives": OBJECTIVES,
-        "codecs": CODECS, "formats": FORMATS,
-    }  # fmt: skip
-    what = [args.what] if args.what else list(LISTS)
-    for kind in what:
-        print(f"{kind}:")
-        if kind == "configs":
-            names = [(name, {}) for name in builtin_configs()]
-        else:
-            names = [(name, registries[kind].meta(name)) for name in registries[kind].names()]
-        for name, meta in names:
-            extra = ", ".join(f"{k}={v}" for k, v in meta.items())
-            print(f"  {name:<18} {extra}".rstrip())
-    return 0
 
 
 def cmd_demo(args) -> int:
@@ -214,12 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("-n", type=int, default=64, help="number of samples")
     s.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
-    s.add_argument("--sampler", help="sampler name (difflab list samplers)")
+    add_sampler_arguments(s)
     s.add_argument("--steps", type=int, help="number of sampling steps")
     s.add_argument("--discretization", type=spec_arg, help=DISCRETIZATION_HELP)
     s.add_argument("--eta", type=float, help="noise level for ddim / ancestral samplers")
-    s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra sampler option, e.g. --option s_churn=10")  # fmt: skip
     s.add_argument("--batch-size", type=int, default=64)
     add_overwrite(s, "sample set in --out")
     add_request_arguments(s, what="samples")
@@ -239,9 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_distill_commands(sub, common)
     add_encode_commands(sub, common)
 
-    ls = sub.add_parser("list", parents=[common], help="list registered components")
-    ls.add_argument("what", nargs="?", choices=LISTS)
-    ls.set_defaults(func=cmd_list)
+    add_list_commands(sub, common)
     return p
 
 

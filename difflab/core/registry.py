@@ -46,13 +46,22 @@ class Registry:
         self.get(name)
         return self._meta[name]
 
-    def check_options(self, name: str, options: Mapping[str, Any], skip: int = 0) -> None:
-        """Raise a UsageError if `options` holds a keyword the factory does not take."""
+    def options(self, name: str, skip: int = 0, internal: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The options factory `name` takes after its first `skip` parameters, less the `internal`
+        ones, with their defaults (inspect.Parameter.empty where there is none)."""
         params = list(inspect.signature(self.get(name)).parameters.values())[skip:]
-        if any(p.kind is p.VAR_KEYWORD for p in params):
-            return
-        valid = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        unknown = sorted(set(options) - set(valid))
+        return {p.name: p.default for p in params
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.name not in internal}  # fmt: skip
+
+    def check_options(self, name: str, options: Mapping[str, Any], skip: int = 0,
+                      internal: tuple[str, ...] = ()) -> None:  # fmt: skip
+        """Raise a UsageError if `options` holds a keyword the factory does not take (or one of
+        its `internal` arguments, which no user option may set); the message lists the valid ones."""
+        params = inspect.signature(self.get(name)).parameters.values()
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in params)  # **options: any name goes
+        valid = list(self.options(name, skip, internal))
+        unknown = sorted(k for k in options if k in internal or not (open_ended or k in valid))
         if unknown:
             raise UsageError(
                 f"{self.kind} {name!r} takes no option {', '.join(map(repr, unknown))}; "

@@ -1,6 +1,12 @@
 """bits/dim by the discrete variational bound of a VP model (Ho et al. 2020, Eq. 5; Nichol &
 Dhariwal 2021, §2–3): Gaussian KL terms, the discretised-Gaussian decoder and the prior term,
-all from the posterior formulas in difflab.posterior. The ODE estimate is in likelihood_ode."""
+all from the posterior formulas in difflab.posterior. The ODE estimate is in likelihood_ode.
+
+x̂0 is clipped to the data range [−1, 1] by default (`clip_denoised`=True, the default of
+improved-diffusion's image_nll.py, whose numbers Nichol & Dhariwal 2021 report): the bound is then
+that of the reverse chain a clipping DDPM sampler draws from. Clipping projects x̂0 onto a box that
+holds x0, so no KL term can grow (each is ∝ ‖x0 − x̂0‖²); `clip_denoised`=False bounds the raw
+network, which a briefly trained ε-model can make far looser (almost all in the last KL terms)."""
 
 from __future__ import annotations
 
@@ -45,6 +51,7 @@ def vlb_terms(
     sigmas: Tensor,
     *,
     variance: str | None = None,
+    clip_denoised: bool = True,
     generator: torch.Generator | None = None,
     callback: Callable | None = None,
 ) -> dict[str, Tensor]:
@@ -53,7 +60,8 @@ def vlb_terms(
 
     x0 [B, ...] lies on the 256-level grid in [−1, 1]; fn(x, σ) → x̂0 in σ-space, and with
     variance "learned" its declared head (samplers.LearnedVariance). Each KL term uses one fresh x_t.
-    The decoder's β̃ (= 0) is clipped to β̃ of the previous pair, as in improved-diffusion.
+    The decoder's β̃ (= 0) is clipped to β̃ of the previous pair, as in improved-diffusion;
+    `clip_denoised` clips x̂0 to [−1, 1] (improved-diffusion's `clip_denoised`).
     """
     variance = variance or ("learned" if variance_head(fn) is not None else "small")
     head = require_variance(fn) if variance == "learned" else None
@@ -76,6 +84,8 @@ def vlb_terms(
             extra = extra.double()
         else:
             denoised, extra = fn(x, sigma_b), None
+        if clip_denoised:
+            denoised = denoised.clamp(-1, 1)  # [B, ...] the data range
         last = i == K - 1
         clip = None
         if last:
@@ -132,11 +142,14 @@ def bits_per_dim(
     batch_size: int = 64,
     steps: int | None = None,
     seed: int = 0,
+    clip_denoised: bool = True,
     callback: Callable | None = None,
     **ode_opts,
 ) -> dict:
     """bits/dim of uint8 images [N, C, H, W] (the model's `shape`) by the VLB and/or the
-    probability-flow ODE, per term with 95% intervals; callback({"method", "done", "total"}) after every network pass."""
+    probability-flow ODE, per term with 95% intervals; callback({"method", "done", "total"}) after
+    every network pass. `clip_denoised` applies to the VLB, `ode_opts` (probe, probes, rtol, atol,
+    max_steps) to the ODE; each method's "options" in the report record what was used."""
     from difflab.evaluation.likelihood_ode import ode_bits_per_dim
     from difflab.inference.generate import plain
 
@@ -162,7 +175,8 @@ def bits_per_dim(
                 with torch.inference_mode():
                     step_cb = None if callback is None else (lambda info, d=done: callback(
                         {"method": name, "done": d + info["i"] + 1, "total": total}))  # fmt: skip
-                    out = vlb_terms(fn, x0, grid.to(device), generator=g, callback=step_cb)
+                    out = vlb_terms(fn, x0, grid.to(device), clip_denoised=clip_denoised,
+                                    generator=g, callback=step_cb)  # fmt: skip
             else:
                 out = ode_bits_per_dim(fn, batch, denoiser.schedule, generator=g, **ode_opts)
                 out["nfe"] = out["nfe"].double().expand(len(batch))
@@ -172,5 +186,22 @@ def bits_per_dim(
             if callback is not None:
                 callback({"method": name, "done": done, "total": total})
         report[name] = {key: summarize(torch.cat(v)) for key, v in parts.items()}
-        report[name]["options"] = {"steps": len(grid) - 1} if name == "vlb" else dict(ode_opts)
+        report[name]["options"] = (
+            {"steps": len(grid) - 1, "clip_denoised": bool(clip_denoised)} if name == "vlb"
+            else ode_options(ode_opts)
+        )  # fmt: skip
     return report
+
+
+def ode_options(given: dict) -> dict:
+    """The ODE estimate's options as used: `given` over `ode_log_likelihood`'s defaults."""
+    import inspect
+
+    from difflab.evaluation.likelihood_ode import ode_log_likelihood
+
+    params = inspect.signature(ode_log_likelihood).parameters
+    keys = ("probe", "probes", "rtol", "atol", "max_steps")
+    used = {k: params[k].default for k in keys} | dict(given)
+    if used["probe"] == "exact":
+        used.pop("probes")  # the exact trace draws no probes
+    return used

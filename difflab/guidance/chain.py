@@ -29,7 +29,7 @@ from difflab.core.registry import Registry
 from difflab.core.types import Cond, bcast, net_cond, null_cond
 from difflab.samplers.base import variance_head, with_variance
 
-GUIDANCES = Registry("guidance")
+GUIDANCES = Registry("guidance")  # meta: kind ("bridge" | "term"), options {name: one-line meaning}
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
 Bridge = Callable[[Any, Cond], DenoiseFn]  # (denoiser, cond) -> fn
 Term = Callable[[DenoiseFn, Cond], DenoiseFn]  # (fn, cond) -> fn
@@ -212,13 +212,16 @@ def require(name: str, option: str, value: Any, hint: str) -> Any:
     return value
 
 
-@GUIDANCES.register("plain", kind="bridge")
+@GUIDANCES.register("plain", kind="bridge", options={})
 def _plain(ctx: Context) -> Bridge:
     """No guidance: the conditional (or unconditional) denoiser as it is."""
     return plain
 
 
-@GUIDANCES.register("cfg", kind="bridge")
+@GUIDANCES.register("cfg", kind="bridge", options={
+    "scale": "guidance weight w: D(x|∅) + w·(D(x|c) − D(x|∅)); 1 = the conditional model",
+    "sigma_min": "guide only for σ >= sigma_min (limited-interval guidance)",
+    "sigma_max": "guide only for σ <= sigma_max"})  # fmt: skip
 def _cfg(ctx: Context, *, scale: float = 1.0, sigma_min: float = 0.0,
          sigma_max: float = math.inf) -> Bridge:  # fmt: skip
     """Classifier-free guidance with scale w, applied for σ in [sigma_min, sigma_max]."""
@@ -233,13 +236,14 @@ def _cfg(ctx: Context, *, scale: float = 1.0, sigma_min: float = 0.0,
     )
 
 
-@GUIDANCES.register("static_threshold", kind="term")
+@GUIDANCES.register("static_threshold", kind="term", options={})
 def _static(ctx: Context) -> Term:
     """Clip x̂0 to [−1, 1]."""
     return lambda fn, cond: wrap(fn, lambda x, sigma, d: static_threshold(d))
 
 
-@GUIDANCES.register("dynamic_threshold", kind="term")
+@GUIDANCES.register("dynamic_threshold", kind="term", options={
+    "p": "percentile of |x̂0| per sample that sets the clipping bound s >= 1"})  # fmt: skip
 def _dynamic(ctx: Context, *, p: float = 0.995) -> Term:
     """Dynamic thresholding of x̂0 at percentile p."""
     if not 0 < p <= 1:

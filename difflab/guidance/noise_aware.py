@@ -101,7 +101,10 @@ def net_term(ctx: Context, net) -> Callable:
     )
 
 
-@GUIDANCES.register("classifier", kind="term")
+@GUIDANCES.register("classifier", kind="term", options={
+    "ckpt": "noise-aware classifier checkpoint (`train_classifier`)",
+    "scale": "gradient weight s of ∇ log p(y | x_σ)",
+    "label": "class y to guide towards (default: each sample's class)"})  # fmt: skip
 def _classifier(ctx: Context, *, ckpt: str | None = None, scale: float = 1.0,
                 label: int | None = None) -> Term:  # fmt: skip
     """Classifier guidance by a noise-aware classifier checkpoint (difflab train-classifier)."""

@@ -169,7 +169,13 @@ def _image_term(name: str, make: Callable) -> Callable:
         return lambda fn, cond: semantic_guidance(fn, objective, scale=scale, through=through)
 
     factory.__doc__ = f"Semantic {name} guidance by a reference image and a noise-aware encoder."
-    return GUIDANCES.register(name, kind="term")(factory)
+    return GUIDANCES.register(name, kind="term", options={
+        "ckpt": "noise-aware image encoder checkpoint (`train_encoder`)",
+        "ref": "reference image file",
+        "scale": f"gradient weight s of the {name} similarity to the reference",
+        "seed": "seed of the noise added to the reference at each σ",
+        "resize": "resize a square reference to the model's size (else sizes must match)",
+    })(factory)  # fmt: skip
 
 
 _image_term("content", content_score)
@@ -177,7 +183,10 @@ _image_term("structure", structure_score)
 _image_term("style", style_score)
 
 
-@GUIDANCES.register("text", kind="term")
+@GUIDANCES.register("text", kind="term", options={
+    "ckpt": "noise-aware image encoder checkpoint with a text encoder (`train_encoder`)",
+    "prompt": "text to guide towards (default: each sample's prompt)",
+    "scale": "gradient weight s of the image–text similarity"})  # fmt: skip
 def _text(ctx: Context, *, ckpt: str | None = None, prompt: str | None = None,
           scale: float = 1.0) -> Term:  # fmt: skip
     """Semantic text guidance toward `prompt`, or else toward each sample's own prompt."""

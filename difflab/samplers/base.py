@@ -21,6 +21,9 @@
   only the state and keep their past denoiser outputs (and UniPC its pending correction), as
   diffusers' inpainting pipelines do: a hook returning an equal tensor changes nothing, and a
   masked replacement keeps their order; split the `sample` call to restart one from scratch.
+- A sampler's user options are its keyword parameters beyond these contract arguments
+  (`CONTRACT_ARGUMENTS`: fn, x, sigmas, noise, callback, step_hook), with their defaults:
+  `sampler_options(name)`; `check_sampler_options` refuses any other name, contract arguments too.
 - Learned variance is a capability a DenoiseFn declares (`LearnedVariance`): `with_variance`
   attaches it, guidance wrappers forward it, and the ddpm sampler and the VLB read it through
   `require_variance`, which names the fix when it is missing.
@@ -38,7 +41,7 @@ from torch import Tensor
 
 from difflab.core.errors import UsageError
 from difflab.core.registry import Registry
-from difflab.core.schedules import check_sigmas
+from difflab.core.schedules import DISCRETIZATIONS, check_sigmas
 
 SAMPLERS = Registry("sampler")
 DenoiseFn = Callable[[Tensor, Tensor], Tensor]
@@ -46,6 +49,7 @@ Noise = Callable[[Tensor], Tensor]
 StepHook = Callable[[Tensor, int, Tensor], "Tensor | None"]  # (x, i, sigma_next) -> x' or None
 VarianceHead = Callable[[Tensor, Tensor], "tuple[Tensor, Tensor]"]  # (x, σ[B]) -> (x̂0, raw v)
 NOISE_OPTIONS = ("eta", "s_churn")  # options that add noise; 0 on an increasing grid
+CONTRACT_ARGUMENTS = ("fn", "x", "sigmas", "noise", "callback", "step_hook")  # not user options
 
 
 # ---- learned variance: a declared capability of a DenoiseFn --------------------------------------
@@ -138,6 +142,31 @@ def report(
     return x
 
 
+# ---- user options ---------------------------------------------------------------------------------
+
+
+def sampler_options(name: str) -> dict:
+    """The user options of sampler `name` and their defaults: its keyword parameters beyond the
+    contract's arguments (`CONTRACT_ARGUMENTS`)."""
+    return SAMPLERS.options(name, internal=CONTRACT_ARGUMENTS)
+
+
+def check_sampler_options(name: str, opts) -> None:
+    """UsageError unless every key of `opts` is a user option of sampler `name`; the message names
+    its options, and sends an option of the σ grid (e.g. `sigma_max`) to `discretization`."""
+    grid = sorted(
+        {k for d in DISCRETIZATIONS.names() for k in DISCRETIZATIONS.options(d, skip=2)}
+        & set(opts) - set(sampler_options(name))
+    )
+    if grid:
+        raise UsageError(
+            f"{', '.join(grid)} is an option of the sigma grid, not of sampler {name!r}; set it "
+            f"in `discretization` next to the grid's name (sampler {name!r} takes: "
+            f"{', '.join(sampler_options(name)) or '(none)'})"
+        )
+    SAMPLERS.check_options(name, opts, internal=CONTRACT_ARGUMENTS)
+
+
 # ---- the entry point ------------------------------------------------------------------------------
 
 
@@ -175,7 +204,7 @@ def sample(
 ) -> Tensor:
     """Run the sampler `name` from x at sigmas[0] to sigmas[-1] after checking its options and the
     σ grid (direction included) against the contract above."""
-    SAMPLERS.check_options(name, opts, skip=3)
+    check_sampler_options(name, opts)
     direction = check_sigmas(sigmas)
     for key in ("eta", "s_noise", "s_churn"):
         if key in opts and not float(opts[key]) >= 0:

@@ -21,7 +21,7 @@ from difflab.core.schedules import discretize
 from difflab.data.datasets import Dataset, load_dataset
 from difflab.data.latents import source_name
 from difflab.data.loader import InfiniteLoader
-from difflab.samplers.base import SAMPLERS
+from difflab.samplers.base import check_sampler_options
 from difflab.storage import checkpoint as ckpt
 from difflab.storage.codecs import build_codec, copy_codec, resolve_codec, run_codec_spec
 from difflab.storage.latent_cache import check_cache
@@ -318,7 +318,7 @@ def check_specs(cfg: Config, denoiser: Precond) -> None:
     """Resolve the sampling choices now, so a bad name fails before any file is written (the
     objective and its σ density were checked when they were built)."""
     spec = dict(cfg.sample.sampler)
-    SAMPLERS.check_options(spec.pop("name"), spec, skip=3)
+    check_sampler_options(spec.pop("name"), spec)
     discretize(denoiser.schedule, cfg.sample.discretization, cfg.sample.steps)
 
 
