@@ -144,14 +144,18 @@ def main() -> None:
             print(f"sample {mode:<11} img/s difflab {a:>9.0f}  diffusers {b:>9.0f}  {a / b:.2f}x")
         train_rates = training(nets, x, args.steps, args.compile)
         a, b = train_rates["difflab"], train_rates["diffusers"]
-        print(f"train ({args.steps} steps) img/s difflab {a['img/s']:>9.0f}  diffusers "
-              f"{b['img/s']:>9.0f}  {a['img/s'] / b['img/s']:.2f}x  (target >= 1.3x)")
+        print(
+            f"train ({args.steps} steps) img/s difflab {a['img/s']:>9.0f}  diffusers "
+            f"{b['img/s']:>9.0f}  {a['img/s'] / b['img/s']:.2f}x  (target >= 1.3x)"
+        )
         print(f"peak memory MiB/img difflab {a['MiB/img']:.2f}  diffusers {b['MiB/img']:.2f}  "
               f"{a['MiB/img'] / b['MiB/img']:.2f}x")  # fmt: skip
         del nets
         torch.cuda.empty_cache()
-    print(f"\ndifflab train loop (fashion_mnist16, {args.steps} steps): "
-          f"{difflab_loop(args.steps):.0f} img/s")
+    print(
+        f"\ndifflab train loop (fashion_mnist16, {args.steps} steps): "
+        f"{difflab_loop(args.steps):.0f} img/s"
+    )
 
 
 def _pairs(rates: dict) -> list[tuple[str, tuple[float, float]]]:

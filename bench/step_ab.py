@@ -89,9 +89,11 @@ def main() -> None:
         times["A"].append(a.step())
         times["B"].append(b.step())
     med = {k: [statistics.median(t[i] for t in v) for i in (0, 1)] for k, v in times.items()}
-    print(f"torch {torch.__version__}, {args.threads} thread(s); {args.config}; "
-          f"{args.steps} paired steps; A: {' '.join(args.a) or 'config'}; "
-          f"B: {' '.join(args.b) or 'config'}{' + torch.compile' if args.compile_b else ''}")
+    print(
+        f"torch {torch.__version__}, {args.threads} thread(s); {args.config}; "
+        f"{args.steps} paired steps; A: {' '.join(args.a) or 'config'}; "
+        f"B: {' '.join(args.b) or 'config'}{' + torch.compile' if args.compile_b else ''}"
+    )
     print(f"{'':<4}{'ms/step':>10}{'optimizer ms':>14}")
     for k, (step, opt) in med.items():
         print(f"{k:<4}{step * 1e3:>10.1f}{opt * 1e3:>14.1f}")
