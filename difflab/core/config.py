@@ -57,6 +57,9 @@ class TrainConfig:
     warmup: int = 0  # linear learning-rate warm-up steps
     lr_decay: str = "none"  # after warm-up: "none" (constant) or "cosine" (to 0 at train.steps)
     grad_clip: float = 1.0  # max global grad norm; 0 disables clipping
+    # AdamW kernels: "foreach" (multi-tensor, bit-identical to "loop"), "fused" (one CPU/GPU
+    # kernel, ≤ 1e-7 relative from "loop") or "loop" (PyTorch's per-parameter default)
+    adamw: str = "foreach"
     ema_decay: float = 0.999
     bf16: bool = False  # bf16 autocast for the network
     sigma_density: dict = field(default_factory=lambda: {"name": "lognormal"})

@@ -56,6 +56,7 @@ RULES: dict[str, Rule] = {
     "train.grid_every": NON_NEGATIVE, "train.grid_n": NON_NEGATIVE,
     "train.lr_decay": Rule(choices=("none", "cosine")),
     "train.on_nonfinite": Rule(choices=("stop", "skip")),
+    "train.adamw": Rule(choices=("foreach", "fused", "loop")),
     "sample.steps": POSITIVE, "sample.n": POSITIVE, "sample.batch_size": POSITIVE,
     "model.sigma_data": POSITIVE, "train.betas[]": UNIT,
 }  # fmt: skip

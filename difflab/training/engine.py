@@ -41,6 +41,15 @@ class _Forward(nn.Module):
         return self.objective.loss(batch, step)
 
 
+def adamw(params, impl: str = "foreach", **options) -> torch.optim.AdamW:
+    """AdamW (Loshchilov & Hutter 2019, Alg. 2) with the kernels `impl` names: "foreach"
+    (multi-tensor ops, the same numbers as "loop"), "fused" (one kernel per step) or "loop"."""
+    if impl not in ("foreach", "fused", "loop"):
+        raise UsageError(f"`impl` must be 'foreach', 'fused' or 'loop', got {impl!r}")
+    kernels = {"foreach": {"foreach": True}, "fused": {"fused": True}, "loop": {"foreach": False}}
+    return torch.optim.AdamW(params, **options, **kernels[impl])
+
+
 def warmup(
     opt: torch.optim.Optimizer, steps: int, total: int = 0, decay: str = "none"
 ) -> torch.optim.lr_scheduler.LambdaLR:

@@ -32,7 +32,7 @@ from difflab.training import dist as dist
 from difflab.training import resume as resume_state
 from difflab.training.ema import EMA
 from difflab.training.encoded import EncodedBatches
-from difflab.training.engine import Engine, warmup
+from difflab.training.engine import Engine, adamw, warmup
 from difflab.training.objectives import build_objective
 from difflab.training.summary import run_summary
 
@@ -120,9 +120,8 @@ def build_engine(cfg: Config, denoiser: Precond, world: dist.World) -> Engine:
     """The objective named by train.loss (σ from train.sigma_density) under AdamW + warm-up + EMA."""
     objective = build_objective(cfg.train.loss, denoiser, density=cfg.train.sigma_density)
     t = cfg.train
-    opt = torch.optim.AdamW(
-        denoiser.parameters(), lr=t.lr, betas=tuple(t.betas), weight_decay=t.weight_decay
-    )
+    opt = adamw(denoiser.parameters(), t.adamw, lr=t.lr, betas=tuple(t.betas),
+                weight_decay=t.weight_decay)  # fmt: skip
     return Engine(
         objective, opt, generator=torch.Generator().manual_seed(t.seed), world=world,
         ema=EMA(denoiser, t.ema_decay), scheduler=warmup(opt, t.warmup, t.steps, t.lr_decay),

@@ -27,6 +27,9 @@ class Stateful(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+KERNEL_FLAGS = ("foreach", "fused")  # how the optimizer runs, not its state: the current one wins
+
+
 class OptimizerState:
     """An optimizer as a part: slot tensors (copies, so a later step cannot change a taken state)
     as "<param index>.<slot>", param_groups as JSON."""
@@ -47,7 +50,9 @@ class OptimizerState:
             if key != "param_groups":
                 idx, name = key.split(".", 1)
                 slots.setdefault(int(idx), {})[name] = value
-        self.opt.load_state_dict({"state": slots, "param_groups": state["param_groups"]})
+        kernels = [{k: g[k] for k in KERNEL_FLAGS if k in g} for g in self.opt.param_groups]
+        groups = [{**saved, **mine} for saved, mine in zip(state["param_groups"], kernels)]
+        self.opt.load_state_dict({"state": slots, "param_groups": groups})
 
 
 @dataclass
