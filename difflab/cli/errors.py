@@ -40,6 +40,7 @@ FLAGS = {  # library parameter → CLI flag
     "inner_steps": "--inner-steps",
     "rounds": "--rounds",
     "codec_ckpt": "--codec-ckpt",
+    "cache": "--cache",
 }
 COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",
@@ -47,6 +48,7 @@ COMMANDS = {  # library function → the CLI command that runs it
     "train_feature_net": "difflab train-features DATA --out FILE",
     "train_autoencoder": "difflab train-autoencoder DATA --out DIR",
     "encode_dataset": "difflab encode DATA --codec-ckpt FILE --out FILE",
+    "embedding_cache": "difflab train-prior DATA --clip FILE --out RUN",
 }
 
 _PARAM = re.compile(r"`([A-Za-z_]\w*)(?:=([^`]*))?`")  # `name` or `name=value`

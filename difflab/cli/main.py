@@ -21,6 +21,7 @@ from difflab.cli.from_png import remake_edit
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.outputs import add_overwrite
+from difflab.cli.prior import add_commands as add_prior_commands
 from difflab.cli.request_args import DISCRETIZATION_HELP, add_request_arguments, spec_arg
 from difflab.cli.serve import add_commands as add_serve_commands
 from difflab.cli.training import progress_bar, run_training
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_commands(sub, common)
     add_distill_commands(sub, common)
     add_encode_commands(sub, common)
+    add_prior_commands(sub, common)
 
     ls = sub.add_parser("list", parents=[common], help="list registered components")
     ls.add_argument("what", nargs="?", choices=LISTS)
