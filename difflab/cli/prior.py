@@ -75,8 +75,12 @@ def add_commands(sub, common) -> None:
                        help="train the unCLIP diffusion prior (caption → CLIP image embedding) "
                        "on a Clip's embeddings of DATA")  # fmt: skip
     p.add_argument("data", help="dataset name, inline TOML table or image folder (labelled)")
-    p.add_argument("--clip", required=True, metavar="FILE",
-                   help="Clip file (difflab train-clip) or noise-aware encoder (train-encoder)")
+    p.add_argument(
+        "--clip",
+        required=True,
+        metavar="FILE",
+        help="Clip file (difflab train-clip) or noise-aware encoder (train-encoder)",
+    )
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--cache", metavar="FILE",
                    help="embedding cache (default: $DIFFLAB_CACHE/clip-embeddings-KEY"
@@ -85,8 +89,13 @@ def add_commands(sub, common) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override the built-in `prior` config, e.g. --set model.net.width=128")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the built-in `prior` config, e.g. --set model.net.width=128",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     p.add_argument("--eval-n", type=int, default=256, help="held-out pairs for the cosine metric")
     p.add_argument("--scale", type=float, default=1.0, help="CFG scale of the held-out samples")

@@ -77,7 +77,9 @@ def pipeline_decoder(decoder: Pipeline, *, scale: float = 1.0, sampler: str | di
 
     def decode(embeddings: Tensor, n: int, seed: int) -> Tensor:
         if len(embeddings) != n:
-            raise UsageError(f"{len(embeddings)} image embeddings for n={n} samples; pass n of each")
+            raise UsageError(
+                f"{len(embeddings)} image embeddings for n={n} samples; pass n of each"
+            )
         make = getattr(decoder.conditioner, "from_embeddings", None)
         cond = make(embeddings) if make is not None else {"vector": embeddings}
         s = decoder.settings(sampler=sampler, steps=steps, discretization=discretization,

@@ -96,8 +96,15 @@ class PriorTransformer(nn.Module):
         text = self._slot(cond, "vector", self.cond_vector_dim, B)
         text = torch.zeros(B, self.x_in.out_features, dtype=dtype, device=x.device) if (
             text is None) else self.vector_in(text.to(dtype))  # [B, W]  # fmt: skip
-        fixed = torch.stack([text, self.noise_emb(check_c_noise(c_noise, B)),
-                             self.x_in(x.to(dtype)), self.query.expand(B, -1)], 1)  # [B, 4, W]
+        fixed = torch.stack(
+            [
+                text,
+                self.noise_emb(check_c_noise(c_noise, B)),
+                self.x_in(x.to(dtype)),
+                self.query.expand(B, -1),
+            ],
+            1,
+        )  # [B, 4, W]
         fixed = fixed + self.pos[self.max_tokens :]
         tokens = self._slot(cond, "tokens", self.cond_token_dim, B)
         if tokens is None:

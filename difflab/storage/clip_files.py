@@ -50,11 +50,11 @@ def open_clip(path: str | Path):
         from difflab.storage.noise_aware import load_encoder
 
         return EncoderClip(load_encoder(path)), file_sha256(path)
-    try:
-        from difflab.storage.clip import load_clip
-    except ModuleNotFoundError:
-        raise UsageError(
-            f"{path} is a difflab {kind!r} file, not a Clip; train one with `train_clip(data, out)` "
-            "or `train_encoder(data, out)`"
-        ) from None
-    return load_clip(path), file_sha256(path)
+    if kind == "clip":
+        from difflab.storage.clip import load_clip  # train_clip's files
+
+        return load_clip(path), file_sha256(path)
+    raise UsageError(
+        f"{path} is a difflab {kind!r} file, not a Clip; train one with `train_clip(data, out)` "
+        "or `train_encoder(data, out)`"
+    )
