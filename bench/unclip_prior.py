@@ -1,7 +1,7 @@
 """unCLIP prior quality: held-out cosine(sampled, true CLIP image embedding) vs the paper's
 baseline, the caption's own text embedding used as the image embedding (Ramesh et al. 2022).
 
-    python bench/unclip_prior.py [--clip CLIP.safetensors] [--size 16] [--prior-steps 1000]
+    python bench/unclip_prior.py [--clip CLIP.safetensors] [--size 16] [--limit N] [--prior-steps 1000]
         [--encoder-steps 400] [--scales 1,2] [--seeds 0,1,2] [--eval-n 256] [--out bench-out/prior]
 
 Data: emoji with label = "name" (each emoji its own caption "<name> emoji"); held out: the fixed
@@ -32,6 +32,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--clip", help="Clip file (train-clip) or noise-aware encoder (train-encoder)")
     p.add_argument("--size", type=int, default=16)
+    p.add_argument("--limit", type=int, help="keep this many emoji (evenly spaced; default all)")
     p.add_argument("--encoder-steps", type=int, default=400)
     p.add_argument("--prior-steps", type=int, default=1000)
     p.add_argument("--width", type=int, default=256)
@@ -43,6 +44,8 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = {"name": "emoji", "label": "name", "size": args.size, "split": "all"}
+    if args.limit:
+        data["limit"] = args.limit
     start = time.perf_counter()
     clip_path = args.clip
     if clip_path is None:
