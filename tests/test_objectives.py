@@ -89,6 +89,7 @@ CASES = {
         ("importance", lambda: (_denoiser({"name": "cosine", "T": 4}, "eps"),
                                 {"density": {"name": "importance", "history": 1}})),
     ],  # fmt: skip
+    "prior": [("x0", lambda: (_denoiser({"name": "cosine", "T": 8}, "x0"), {"density": "discrete"}))],
     "hybrid": [
         ("discrete", lambda: (_denoiser({"name": "cosine", "T": 8}, "eps", True), {})),
         ("importance", lambda: (_denoiser({"name": "cosine", "T": 4}, "eps", True),

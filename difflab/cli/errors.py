@@ -45,6 +45,7 @@ FLAGS = {  # library parameter → CLI flag
     "target": "--to",
     "objective": "--objective",
     "metrics": "--metrics",
+    "cache": "--cache",
 }
 COMMANDS = {  # library function → the CLI command that runs it
     "train_classifier": "difflab train-classifier DATA --out FILE",
@@ -53,6 +54,7 @@ COMMANDS = {  # library function → the CLI command that runs it
     "train_feature_net": "difflab train-features DATA --out FILE",
     "train_autoencoder": "difflab train-autoencoder DATA --out DIR",
     "encode_dataset": "difflab encode DATA --codec-ckpt FILE --out FILE",
+    "embedding_cache": "difflab train-prior DATA --clip FILE --out RUN",
 }
 
 _PARAM = re.compile(r"`([A-Za-z_]\w*)(?:=([^`]*))?`")  # `name` or `name=value`

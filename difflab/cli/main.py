@@ -23,6 +23,7 @@ from difflab.cli.listing import add_commands as add_list_commands
 from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.outputs import add_overwrite
+from difflab.cli.prior import add_commands as add_prior_commands
 from difflab.cli.request_args import (
     DISCRETIZATION_HELP,
     add_request_arguments,
@@ -199,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_serve_commands(sub, common)
     add_distill_commands(sub, common)
     add_encode_commands(sub, common)
+    add_prior_commands(sub, common)
 
     add_list_commands(sub, common)
     return p

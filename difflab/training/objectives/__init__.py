@@ -7,6 +7,7 @@ from difflab.training.objectives import (  # noqa: F401  (register the objective
     contrastive,
     denoising,
     hybrid,
+    prior,
     progressive,
     simclr,
 )
