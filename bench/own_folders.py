@@ -4,11 +4,17 @@ Two folders nobody tuned difflab to are built offline from scikit-learn's bundle
 (china.jpg, flower.jpg; random crops at random scales): (a) ~300 grayscale 25×25 images, (b) ~400
 colour 32×32 patches, each with a held-out 20 %. Each recipe trains for --seconds, samples 64
 with its default sampler (the old config also with its pre-#21 default, dpmpp_2m, "old-ode"),
-writes a grid PNG and prints per-channel mean/std vs the data, the share of saturated pixels and
-KID (raw pixels, unbiased at small n) vs the held-out images, with the new/old KID ratio.
+writes a grid PNG of the first 64 and prints per-channel mean/std vs the data, the share of
+saturated tiles and KID ± its jackknife standard error (unbiased at small n) vs the held-out
+images, in raw pixels and in a self-supervised feature net trained on the folder's training
+images (SimCLR, `train_feature_net(objective="simclr")`, no labels), with the new/old KID ratio.
 
     python bench/own_folders.py --seconds 60            # small scale, ~5 minutes on 2 cores
     python bench/own_folders.py --seconds 600 --out own  # the issue's 10 minutes per training
+    # the two recipes side by side under identical load (one thread each), after --prepare:
+    python bench/own_folders.py --prepare --out own
+    OMP_NUM_THREADS=1 python bench/own_folders.py --seconds 600 --out own --recipes new &
+    OMP_NUM_THREADS=1 python bench/own_folders.py --seconds 600 --out own --recipes old
 """
 
 from __future__ import annotations
@@ -69,20 +75,38 @@ def pixels(x: torch.Tensor) -> torch.Tensor:
     return x.float() / 127.5 - 1
 
 
-def report(tag: str, samples: torch.Tensor, data: torch.Tensor, held: torch.Tensor) -> float:
-    """Print per-channel mean/std vs the data, saturated share and KID vs held-out; return KID."""
+def feature_file(root: Path, folder: str, steps: int = 1500) -> Path:
+    """A SimCLR feature net trained (once, cached) on the folder's training images, no labels."""
+    from difflab.evaluation.feature_training import train_feature_net
+
+    path = root / f"{folder}_features.safetensors"
+    if not path.exists():
+        train_dir, _ = build_folder(root / folder, **FOLDERS[folder])
+        spec = {"name": "folder", "path": str(train_dir.resolve()),
+                "channels": FOLDERS[folder]["channels"]}  # fmt: skip
+        train_feature_net(spec, steps=steps, out_path=path, objective="simclr")
+    return path
+
+
+def report(tag: str, samples: torch.Tensor, data: torch.Tensor, held: torch.Tensor,
+           features: Path) -> dict[str, float]:  # fmt: skip
+    """Print per-channel mean/std vs the data, saturated share and KID vs held-out (raw pixels and
+    the folder's own features); return the numbers."""
     from difflab.evaluation.features import extract, load_feature_net
-    from difflab.evaluation.metrics import kid
+    from difflab.evaluation.metrics import kid_jackknife
 
     s, d = pixels(samples), pixels(data)
-    net = load_feature_net("raw")
-    k, k_std = kid(extract(net, samples)[0], extract(net, held)[0], subsets=50, subset_size=64)
+    kids = {}
+    for name, spec in (("raw", "raw"), ("ssl", {"name": "domain", "path": str(features)})):
+        net = load_feature_net(spec)
+        kids[name] = kid_jackknife(extract(net, samples)[0], extract(net, held)[0])
     fmt = lambda v: "(" + ", ".join(f"{a:.2f}" for a in v.tolist()) + ")"  # noqa: E731
     saturated = float(((s.abs() > 0.98).float().mean((1, 2, 3)) > 0.5).float().mean())
     print(f"  {tag:9s} mean {fmt(s.mean((0, 2, 3)))} vs data {fmt(d.mean((0, 2, 3)))}; std "
           f"{fmt(s.std((0, 2, 3)))} vs {fmt(d.std((0, 2, 3)))}; saturated tiles "
-          f"{saturated:.0%}; KID-raw {k:.4f} ± {k_std:.4f}")  # fmt: skip
-    return k
+          f"{saturated:.0%}; " + "; ".join(f"KID-{k} {m:.4f} ± {se:.4f}"
+                                            for k, (m, se) in kids.items()))  # fmt: skip
+    return {f"kid_{k}": m for k, (m, _) in kids.items()} | {"saturated": saturated}
 
 
 def run(folder: str, recipe: str, root: Path, seconds: float, n: int) -> dict[str, float]:
@@ -104,11 +128,15 @@ def run(folder: str, recipe: str, root: Path, seconds: float, n: int) -> dict[st
     samplers = {"default": {}}
     if recipe == "old":
         samplers["old-ode"] = {"sampler": {"name": "dpmpp_2m"}}  # the pre-#21 default
-    kids = {}
+    kids, features = {}, feature_file(root, folder)
     for tag, options in samplers.items():
         images = pipe.to_images(pipe.sample(n, seed=0, **options).x)  # uint8 [n, C, H, W]
-        save_grid(images.numpy(), root / f"{folder}_{recipe}_{tag}.png", nrow=8)
-        kids[f"{recipe}/{tag}"] = report(f"{recipe}/{tag}", images, data, held)
+        save_grid(images[:64].numpy(), root / f"{folder}_{recipe}_{tag}.png", nrow=8)
+        numbers = report(f"{recipe}/{tag}", images, data, held, features)
+        kids[f"{recipe}/{tag}"] = numbers["kid_ssl"]
+        with open(root / "results.jsonl", "a") as f:
+            f.write(json.dumps({"folder": folder, "recipe": recipe, "sampler": tag, **numbers})
+                    + "\n")  # fmt: skip
     return kids
 
 
@@ -118,15 +146,22 @@ def main() -> None:
     p.add_argument("--out", default="own_folders", help="folders, runs and grids")
     p.add_argument("--folders", nargs="+", default=list(FOLDERS), choices=list(FOLDERS))
     p.add_argument("--recipes", nargs="+", default=["new", "old"], choices=["new", "old"])
-    p.add_argument("-n", type=int, default=64, help="samples per recipe")
+    p.add_argument("-n", type=int, default=256, help="samples per recipe (the grid shows 64)")
+    p.add_argument("--prepare", action="store_true",
+                   help="only build the folders and their feature nets (before parallel runs)")
     args = p.parse_args()
     root = Path(args.out)
+    if args.prepare:
+        for folder in args.folders:
+            print(f"{folder}: features {feature_file(root, folder)}")
+        return
     for folder in args.folders:
         kids = {}
         for recipe in args.recipes:
             kids |= run(folder, recipe, root, args.seconds, args.n)
         if "new/default" in kids and "old/default" in kids:
-            print(f"  {folder}: KID new/old = {kids['new/default'] / max(kids['old/default'], 1e-9):.2f}")
+            ratio = kids["new/default"] / max(kids["old/default"], 1e-9)
+            print(f"  {folder}: KID-ssl new/old = {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -190,12 +190,23 @@ def test_unclip_chain_prompts_to_prior_to_decoder_seeded_per_sample():
     torch.testing.assert_close(alone[0], embeddings[1])
 
 
+class EmbeddingVector(Conditioner):
+    """A decoder's conditioner that takes the request's `embeddings` as its "vector" slot."""
+
+    takes, needs_user_input = ("embeddings",), True
+
+    def build(self, request):
+        return {"vector": request.embeddings}, {}
+
+
 def test_pipeline_decoder_conditions_a_vector_model_on_the_embeddings():
     torch.manual_seed(0)
     net = MLP(in_channels=2, out_channels=2, hidden=16, depth=1, cond_vector_dim=D)
     for p in net.parameters():  # zero-initialised branches: randomise so the condition shows
         torch.nn.init.normal_(p, std=0.5)
-    decoder = Pipeline(Precond(net, build_schedule("edm"), "edm"),
+    denoiser = Precond(net, build_schedule("edm"), "edm")
+    denoiser.conditioner = EmbeddingVector()
+    decoder = Pipeline(denoiser,
                        {"model": {"shape": [2], "codec": {"name": "identity"}},
                         "sample": {"sampler": {"name": "euler"}, "steps": 4}})  # fmt: skip
     decode = pipeline_decoder(decoder, scale=3.0)

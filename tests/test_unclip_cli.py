@@ -111,9 +111,50 @@ def test_edits_in_the_library(decoder, colours):
         interpolate_embeddings(pipe, x, frames=3)
 
 
+def test_a_decoder_samples_from_embeddings_as_from_the_images_they_embed(decoder, colours):
+    from difflab.inference.unclip_edit import image_embeddings
+
+    pipe = load(decoder)
+    x = torch.cat([torch.from_numpy(np.array(Image.open(colours / c / "1.png"))).permute(2, 0, 1)
+                   [None] for c in ("red", "blue")])  # [2, 3, 8, 8] uint8  # fmt: skip
+    z = image_embeddings(pipe, x)  # [2, D]
+    from_images = pipe.sample(3, images=x, seed=4, steps=2).x
+    from_embeddings = pipe.sample(3, embeddings=z, seed=4, steps=2).x  # cycled like images
+    torch.testing.assert_close(from_embeddings, from_images)
+    assert not torch.allclose(pipe.sample(3, embeddings=z.flip(0), seed=4, steps=2).x,
+                              from_images)  # fmt: skip
+    with pytest.raises(UsageError, match="not both"):
+        pipe.sample(2, images=x, embeddings=z, steps=2)
+
+
 def test_other_models_are_refused_with_the_fix(tmp_path, colours):
     from tiny_models import save_run
 
     pipe = load(save_run(tmp_path / "run", "class"))
     with pytest.raises(UsageError, match="not an unCLIP decoder; train one with model.cond"):
         variations(pipe, torch.zeros(1, 1, 8, 8, dtype=torch.uint8))
+
+
+def test_text_to_prior_to_decoder_from_the_cli(decoder, colours, clip_file, tmp_path, capsys):
+    """`train-prior` on the clip's embeddings, then `sample DECODER --prior` and `unclip`: the
+    same text → prior → decoder draw (one seed, one decoder CFG scale) gives the same images."""
+    prior = tmp_path / "prior"
+    assert main(["train-prior", str(colours), "--clip", str(clip_file[0]), "--out", str(prior),
+                 "--steps", "3", "--batch-size", "8", "--eval-n", "4", "--quiet",
+                 "--cache", str(tmp_path / "cache.safetensors"),
+                 "--set", "model.net.width=16", "--set", "model.net.depth=1"]) == 0  # fmt: skip
+    assert "held-out cosine" in capsys.readouterr().out
+    common = ["--prompt", "a photo of a red", "--prompt", "a photo of a blue", "-n", "3",
+              "--steps", "2", "--prior-steps", "2", "--quiet", "--seed", "1"]  # fmt: skip
+    assert main(["sample", str(decoder), "--prior", str(prior), "--out", str(tmp_path / "s"),
+                 "--guidance", "cfg:scale=2", *common]) == 0  # fmt: skip
+    assert main(["unclip", str(decoder), "--prior", str(prior), "--out", str(tmp_path / "u"),
+                 "--scale", "2", *common]) == 0  # fmt: skip
+    a = sorted((tmp_path / "s" / "images").glob("*.png"))
+    b = sorted((tmp_path / "u" / "images").glob("*.png"))
+    assert len(a) == len(b) == 3
+    assert all(np.array_equal(np.array(Image.open(p)), np.array(Image.open(q)))
+               for p, q in zip(a, b))  # fmt: skip
+    assert main(["sample", str(decoder), "--prior", str(prior), "--class", "1", "--out",
+                 str(tmp_path / "x"), *common]) == 2  # fmt: skip
+    assert "drop --class" in capsys.readouterr().err

@@ -24,6 +24,7 @@ from difflab.cli.nll import add_commands as add_nll_commands
 from difflab.cli.noise_aware import add_commands as add_aux_commands
 from difflab.cli.outputs import add_overwrite
 from difflab.cli.prior import add_commands as add_prior_commands
+from difflab.cli.prior import add_prior_arguments, sample_unclip
 from difflab.cli.request_args import (
     DISCRETIZATION_HELP,
     add_request_arguments,
@@ -63,6 +64,8 @@ def cmd_sample(args) -> int:
     out = Path(args.out)
     if args.ckpt is not None and args.ckpt.endswith(".toml"):  # a cascade of stage checkpoints
         return sample_cascade(args, out)
+    if args.prior:  # unCLIP: text → prior → this decoder
+        return sample_unclip(args)
     check_sample_dir(out, args.overwrite)  # before loading or sampling anything
     if args.from_png:
         ckpt, chosen, given, meta = _from_png(args)
@@ -188,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-png", metavar="IMG",
                    help="re-make a PNG difflab wrote, from the settings it carries (the model "
                         "argument may be left out; other sampling flags are ignored)")
+    s.add_argument("--prior", metavar="PRIOR",
+                   help="unCLIP: sample image embeddings for --prompt with this prior (a "
+                        "train-prior run), then decode them with the model")  # fmt: skip
+    add_prior_arguments(s)
     s.set_defaults(func=cmd_sample)
 
     add_eval_commands(sub, common)

@@ -52,21 +52,50 @@ def cmd_train_prior(args) -> int:
 
 
 def cmd_unclip(args) -> int:
+    return write_unclip(args, args.decoder, args.prompt, scale=args.scale)
+
+
+def sample_unclip(args) -> int:
+    """`difflab sample DECODER --prior PRIOR --prompt …`: the same as `difflab unclip`, the
+    decoder's CFG from `--guidance` (e.g. cfg:scale=3)."""
+    from difflab.core.errors import UsageError
+
+    unused = [flag for flag, given in (("--class", args.classes), ("--image", args.image),
+                                       ("--mask", args.mask), ("--from-png", args.from_png))
+              if given]  # fmt: skip
+    if unused or args.ckpt is None:
+        raise UsageError(f"`sample --prior` draws text → prior → decoder: give the decoder model "
+                         f"and --prompt{'; drop ' + unused[0] if unused else ''}")  # fmt: skip
+    return write_unclip(args, args.ckpt, args.prompt, guidance=list(args.guidance))
+
+
+def write_unclip(args, decoder_path: str, prompts: list[str], *, scale: float = 1.0,
+                 guidance: list | None = None) -> int:  # fmt: skip
+    """Sample text → prior (args.prior) → decoder and write the sample set in args.out."""
     from difflab.cli.outputs import SampleDir, check_sample_dir
+    from difflab.core.errors import UsageError
     from difflab.inference.pipeline import load
     from difflab.inference.unclip import pipeline_decoder, unclip_sample
 
+    if not prompts:
+        raise UsageError("unCLIP samples from text: pass --prompt")
     out = Path(args.out)
     check_sample_dir(out, args.overwrite)
-    prior, decoder = load(args.prior), load(args.decoder)
-    decode = pipeline_decoder(decoder, scale=args.scale, steps=args.steps)
-    result = unclip_sample(prior, args.prompt, decode, n=args.n, seed=args.seed,
+    prior, decoder = load(args.prior), load(decoder_path)
+    decode = pipeline_decoder(decoder, scale=scale, steps=args.steps, guidance=guidance or ())
+    result = unclip_sample(prior, prompts, decode, n=args.n, seed=args.seed,
                            prior_scale=args.prior_scale, prior_steps=args.prior_steps)  # fmt: skip
     target = SampleDir(out)
     target.add_images(result.images.numpy())
     (out / "labels.json").write_text(json.dumps({"prompts": result.prompts}, indent=1) + "\n")
     print(f"{args.n} unCLIP samples: {target.finish()}, {out / 'labels.json'}")
     return 0
+
+
+def add_prior_arguments(parser) -> None:
+    """The prior's flags of `unclip` and `sample --prior`."""
+    parser.add_argument("--prior-scale", type=float, default=1.0, help="CFG scale of the prior")
+    parser.add_argument("--prior-steps", type=int, help="prior sampling steps")
 
 
 def add_commands(sub, common) -> None:
@@ -110,9 +139,8 @@ def add_commands(sub, common) -> None:
     u.add_argument("--out", required=True, help="output directory")
     u.add_argument("-n", type=int, default=8, help="number of samples")
     u.add_argument("--seed", type=int, default=0, help="sample i uses seed + i")
-    u.add_argument("--prior-scale", type=float, default=1.0, help="CFG scale of the prior")
+    add_prior_arguments(u)
     u.add_argument("--scale", type=float, default=3.0, help="CFG scale of the decoder")
     u.add_argument("--steps", type=int, help="decoder sampling steps")
-    u.add_argument("--prior-steps", type=int, help="prior sampling steps")
     add_overwrite(u, "sample set in --out")
     u.set_defaults(func=cmd_unclip)

@@ -68,6 +68,8 @@ INPUTS = {
     "images": Input("takes no image condition", "image"),
     "negative_prompts": Input("takes no negative prompt", "text"),
     "masks": Input("takes no inpainting mask", 'image", source = "masked'),
+    "embeddings": Input("takes no image embeddings (not an unCLIP decoder)",
+                        'embedding", clip = "clip.safetensors'),
 }
 
 
@@ -86,6 +88,7 @@ class ConditionRequest:
     aug_level: float | None = None  # the image condition's augmentation level (None: default)
     aug_noise: bool = True  # False: the images already carry noise of aug_level (CDM truncated)
     seed: int = 0  # sample i's augmentation noise is drawn from seed + i
+    embeddings: Tensor | None = None  # [n, D] image embeddings (unCLIP decoder; cycled)
 
     def given(self) -> list[str]:
         """The inputs the user gave, in INPUTS order."""
@@ -189,11 +192,12 @@ def sampling_cond(
     aug_level: float | None = None,
     aug_noise: bool = True,
     seed: int = 0,
+    embeddings: Tensor | None = None,
 ) -> tuple[Cond, dict[str, list]]:
     """`condition` of a ConditionRequest made of these arguments (the inference entry point)."""
     request = ConditionRequest(n, tuple(classes), tuple(prompts), images, tuple(guided_by),
                                tuple(shape), tuple(negative_prompts), masks, aug_level,
-                               aug_noise, seed)  # fmt: skip
+                               aug_noise, seed, embeddings)  # fmt: skip
     return condition(conditioner, request)
 
 

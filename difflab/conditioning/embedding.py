@@ -53,7 +53,7 @@ class EmbeddingConditioner(Conditioner):
     (unCLIP decoder, Ramesh et al. 2022 §2.1); `clip` is the file of `difflab train-clip`."""
 
     kind = "embedding"
-    takes = ("images",)
+    takes = ("images", "embeddings")
     needs_user_input = True  # an image to take the embedding of
     summary = "is conditioned on image embeddings (unCLIP)"
 
@@ -138,10 +138,17 @@ class EmbeddingConditioner(Conditioner):
         return self.from_embeddings(self.clip.embed_images(x0))
 
     def build(self, request: ConditionRequest) -> tuple[Cond, dict[str, list]]:
-        """The embeddings of the request's images, cycled over the samples."""
-        if request.images is None or not len(request.images):
+        """The request's image `embeddings` [k, D] (e.g. a prior's samples), or the embeddings
+        of its `images`, cycled over the samples."""
+        z, images = request.embeddings, request.images
+        if z is not None and len(z):
+            if images is not None and len(images):
+                raise UsageError("give `images` or `embeddings` to an unCLIP decoder, not both")
+            return self.from_embeddings(z[torch.tensor(cycle(range(len(z)), request.n))]), {}
+        if images is None or not len(images):
             raise UsageError(
-                "this model is conditioned on image embeddings (unCLIP decoder): pass `images`"
+                "this model is conditioned on image embeddings (unCLIP decoder): pass `images` "
+                "or `embeddings`"
             )
-        images = request.images[torch.tensor(cycle(range(len(request.images)), request.n))]
+        images = images[torch.tensor(cycle(range(len(images)), request.n))]
         return self.from_embeddings(self.clip.embed_images(images)), {}

@@ -41,10 +41,12 @@ class ProgressWriter:
     def __call__(self, step: int, denoiser, shape: tuple[int, ...], device,
                  codec=None) -> list[Path]:  # fmt: skip
         """Write the step's grid of pixel-`shape` samples (none when the model needs user input
-        to sample, e.g. images) and the loss plot; returns the paths written."""
+        to sample, e.g. images, or its samples are vectors other than 2-D points, e.g. a
+        prior's embeddings) and the loss plot; returns the paths written."""
         written = []
         conditioner = getattr(denoiser, "conditioner", None)
-        if not getattr(conditioner, "needs_user_input", False):
+        drawable = len(shape) == 3 or tuple(shape) == (2,)  # images or 2-D points
+        if drawable and not getattr(conditioner, "needs_user_input", False):
             written.append(self.grid(step, denoiser, shape, torch.device(device), codec))
         log = self.run / "log.jsonl"
         if log.is_file() and any(line.strip() for line in log.read_text().splitlines()):

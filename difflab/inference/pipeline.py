@@ -151,6 +151,7 @@ class Pipeline:
         sigmas: Tensor | Sequence[float] | None = None,
         step_hook: Callable | None = None,
         aug_noise: bool = True,
+        embeddings: Tensor | None = None,
     ) -> tuple[Iterator[Tensor], dict, Settings]:
         """(model-space batches [b, *shape] generated lazily, what each sample asked for, the
         settings): `sample` without holding every sample in memory.
@@ -169,7 +170,8 @@ class Pipeline:
         `sigmas` an explicit grid (samplers.base: it may end above 0); `step_hook(x, i,
         sigma_next)` may return a replacement for x after step i; `callback(info)` sees every
         step; `aug_noise=False` says `images` already carry the noise of `aug_level` (CDM's
-        truncated cascade). Sample i depends on seed + i only.
+        truncated cascade); an unCLIP decoder takes image `embeddings` [k, D] (e.g. a prior's
+        samples) in place of `images`. Sample i depends on seed + i only.
         """
         n = _count(self.defaults["n"] if n is None else n, "n")
         s = self.settings(sampler=sampler, steps=steps, discretization=discretization,
@@ -177,7 +179,7 @@ class Pipeline:
         cond, chain, asked = self.conditions(
             n, s, device, classes=classes, prompts=prompts, images=_files(images),
             masks=_files(masks), aug_level=aug_level, aug_noise=aug_noise, seed=s.seed,
-            negative_prompts=negative_prompts,
+            negative_prompts=negative_prompts, embeddings=embeddings,
         )  # fmt: skip
         device = self.device
         batches = generate(

@@ -37,13 +37,15 @@ def request(
     aug_level: float | None = None,
     aug_noise: bool = True,
     seed: int = 0,
+    embeddings: Tensor | None = None,
 ) -> tuple[Cond, object, dict]:
     """(cond for n samples, guidance chain for `generate`, what each sample asked for).
 
     Conditioning images (files, or a tensor of uint8 images / pixels in [-1, 1]) are read as
     pixels of the model's image shape and encoded by the codec (default: the config's); the
     conditioner and the guidance terms see model space. `masks` (files: white = known, or a
-    tensor in {0, 1}), `aug_level`, `aug_noise` and `seed` go to the image conditioner.
+    tensor in {0, 1}), `aug_level`, `aug_noise` and `seed` go to the image conditioner;
+    `embeddings` [k, D] to an unCLIP decoder's embedding conditioner.
     """
     from difflab.guidance.chain import build_guidance, parse_guidance
 
@@ -71,6 +73,7 @@ def request(
         guided_by=[s["name"] for s in specs], images=x_images, shape=shape, masks=x_masks,
         aug_level=aug_level, aug_noise=aug_noise, seed=seed,
         negative_prompts=list(negative_prompts),
+        embeddings=None if embeddings is None else embeddings.to(device),
     )  # fmt: skip
     if files and images:
         asked["images"] = cycle([str(p) for p in images], n)

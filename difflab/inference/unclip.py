@@ -5,8 +5,8 @@
 
 The prior samples unit CLIP image embeddings from the caption's text condition (tokens and text
 embedding of the Clip's frozen text encoder) with CFG; `decode(image_embeddings, n, seed)` makes
-images from them, so any decoder fits (`pipeline_decoder` adapts a Pipeline whose net reads the
-embedding as cond["vector"]).
+images from them, so any decoder fits (`pipeline_decoder` adapts a Pipeline whose conditioner
+takes `embeddings`, e.g. the `embedding` conditioner).
 """
 
 from __future__ import annotations
@@ -14,13 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from difflab.core.errors import UsageError
 from difflab.data.embeddings import to_unit
-from difflab.guidance.chain import build_guidance, parse_guidance
-from difflab.inference.generate import generate
 from difflab.inference.pipeline import Pipeline
 
 Decode = Callable[[Tensor, int, int], Tensor]  # (image embeddings [n, D], n, seed) → images
@@ -71,27 +68,18 @@ def unclip_sample(prior: Pipeline, prompts: Sequence[str], decode: Decode, *,
 
 def pipeline_decoder(decoder: Pipeline, *, scale: float = 1.0, sampler: str | dict | None = None,
                      steps: int | None = None, discretization: str | dict | None = None,
-                     batch_size: int | None = None) -> Decode:  # fmt: skip
-    """`decode` for a decoder Pipeline conditioned on image embeddings: its conditioner's
-    `from_embeddings(e)` when it has one, else cond["vector"] = e; CFG at `scale`."""
+                     batch_size: int | None = None, guidance: Sequence = ()) -> Decode:  # fmt: skip
+    """`decode` for a decoder Pipeline conditioned on image embeddings (the request input
+    `embeddings` of `Pipeline.stream`), with CFG at `scale` and any further `guidance` specs."""
 
     def decode(embeddings: Tensor, n: int, seed: int) -> Tensor:
         if len(embeddings) != n:
             raise UsageError(
                 f"{len(embeddings)} image embeddings for n={n} samples; pass n of each"
             )
-        make = getattr(decoder.conditioner, "from_embeddings", None)
-        cond = make(embeddings) if make is not None else {"vector": embeddings}
-        s = decoder.settings(sampler=sampler, steps=steps, discretization=discretization,
-                             guidance=cfg_guidance(scale), batch_size=batch_size, seed=seed)  # fmt: skip
-        specs = [spec for g in [*s.guidance, *decoder.defaults["guidance"]]
-                 for spec in (parse_guidance(g) if isinstance(g, str) else [dict(g)])]  # fmt: skip
-        chain = build_guidance(specs, shape=decoder.shape, device=decoder.device,
-                               codec=decoder.codec)  # fmt: skip
-        batches = generate(decoder.denoiser, decoder.shape, n=n, seed=s.seed,
-                           batch_size=s.batch_size, sampler=s.sampler, steps=s.steps,
-                           discretization=s.discretization, cond=cond, guidance=chain,
-                           device=decoder.device)  # fmt: skip
-        return decoder.to_images(torch.cat([b.cpu() for b in batches]))
+        return decoder(n, embeddings=embeddings, seed=seed,
+                       guidance=[*cfg_guidance(scale), *guidance],
+                       sampler=sampler, steps=steps, discretization=discretization,
+                       batch_size=batch_size)  # fmt: skip
 
     return decode

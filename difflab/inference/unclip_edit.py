@@ -25,7 +25,6 @@ from difflab.core.spherical import slerp, text_diff, unit
 from difflab.inference.edit_base import OPTIONS, as_pixels
 from difflab.inference.generate import generate
 from difflab.inference.pipeline import Pipeline
-from difflab.inference.request import request
 
 TEXT_DIFF_STRENGTHS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)  # θ of §3.3 (the paper shows 0.25–0.5)
 
@@ -53,11 +52,10 @@ def text_embeddings(pipe: Pipeline, texts: Sequence[str]) -> Tensor:
     return decoder(pipe).clip.embed_texts(list(texts)).cpu()
 
 
-def decode(pipe: Pipeline, z: Tensor, images: Tensor, *, same_noise: bool = False,
-           **options) -> Tensor:  # fmt: skip
-    """Decode image embeddings z [n, D] to uint8 images [n, C, H, W]; `images` [n, ...] are
-    the source images (they fix the guidance chain's request); `same_noise`: every sample uses
-    seed's noise (x_T and a stochastic sampler's steps), else sample i uses seed + i's."""
+def decode(pipe: Pipeline, z: Tensor, *, same_noise: bool = False, **options) -> Tensor:
+    """Decode image embeddings z [n, D] to uint8 images [n, C, H, W] (the request input
+    `embeddings` of `Pipeline.stream`); `same_noise`: every sample uses seed's noise (x_T and a
+    stochastic sampler's steps), else sample i uses seed + i's."""
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise UsageError(f"unknown option `{unknown[0]}`; the options are: {', '.join(OPTIONS)}")
@@ -65,18 +63,14 @@ def decode(pipe: Pipeline, z: Tensor, images: Tensor, *, same_noise: bool = Fals
         if options.get(key):
             raise UsageError(f"`{key}` given but an unCLIP edit is conditioned on image "
                              f"embeddings only; drop `{key}`")  # fmt: skip
-    conditioner = decoder(pipe)
+    decoder(pipe)
     s = pipe.settings(sampler=options.get("sampler"), steps=options.get("steps"),
                       discretization=options.get("discretization"),
                       guidance=options.get("guidance"), batch_size=options.get("batch_size"),
                       seed=options.get("seed"))  # fmt: skip
-    if options.get("device") is not None:
-        pipe.to(options["device"])
-    n, device = len(z), pipe.device
-    cond, chain, _ = request(pipe.denoiser, pipe.config, n, guidance=s.guidance,
-                             images=as_pixels(pipe, images), device=device,
-                             codec=pipe.codec)  # fmt: skip
-    cond |= {k: v.to(device) for k, v in conditioner.from_embeddings(z.to(device)).items()}
+    n = len(z)
+    cond, chain, _ = pipe.conditions(n, s, options.get("device"), embeddings=z)
+    device = pipe.device
     sigmas = discretize(pipe.denoiser.schedule, s.discretization, s.steps)
     run = dict(sampler=s.sampler, sigmas=sigmas, guidance=chain, device=device,
                callback=options.get("callback"))  # fmt: skip
@@ -97,7 +91,7 @@ def variations(pipe: Pipeline, images: Tensor, *, n: int = 8, **options) -> Tens
         raise UsageError(f"`n` must be an integer >= 1, got {n!r}")
     pixels = as_pixels(pipe, images)  # [k, C, H, W]
     z = image_embeddings(pipe, pixels).repeat_interleave(n, 0)  # [k·n, D]
-    return decode(pipe, z, pixels.repeat_interleave(n, 0), **options)
+    return decode(pipe, z, **options)
 
 
 def _frames(frames: int, what: str = "frames") -> int:
@@ -115,7 +109,7 @@ def interpolate_embeddings(pipe: Pipeline, images: Tensor, *, frames: int = 8,
         raise UsageError(f"interpolation takes 2 `images` (the two ends), got {len(pixels)}")
     za, zb = image_embeddings(pipe, pixels)  # [D] each
     z = unit(slerp(za, zb, torch.linspace(0, 1, _frames(frames))))  # [T, D]
-    return decode(pipe, z, pixels[:1].expand(frames, -1, -1, -1), same_noise=True, **options)
+    return decode(pipe, z, same_noise=True, **options)
 
 
 def text_diff_edit(pipe: Pipeline, image: Tensor, source: str, target: str, *,
@@ -133,4 +127,4 @@ def text_diff_edit(pipe: Pipeline, image: Tensor, source: str, target: str, *,
     z_i = image_embeddings(pipe, pixels)[0]  # [D]
     z_t0, z_t = text_embeddings(pipe, [source, target])  # [D] each
     z = text_diff(z_i, z_t0, z_t, theta.float())  # [T, D]
-    return decode(pipe, z, pixels.expand(len(z), -1, -1, -1), same_noise=True, **options)
+    return decode(pipe, z, same_noise=True, **options)
