@@ -10,13 +10,13 @@ class; its captions are the class's caption templates) and difflab metadata {"ki
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 
 from difflab.core.errors import UsageError
+from difflab.data import cache_files
 from difflab.data.datasets import DATASETS, Dataset, check_choice
 from difflab.data.splits import holdout_split
 
@@ -26,21 +26,8 @@ TEST_FRACTION = 0.1  # a fixed (seed-0) tenth of the items is held out
 
 
 def read_cache_meta(path: str | Path) -> dict:
-    """The difflab metadata of an embedding cache; UsageError if missing or another file."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"embedding cache {path} does not exist; {FIX}")
-    try:
-        with safe_open(str(path), "pt") as f:
-            raw = (f.metadata() or {}).get("difflab")
-        meta = json.loads(raw) if raw else {}
-    except (SafetensorError, OSError, ValueError):
-        meta = {}
-    if meta.get("kind") != KIND:
-        raise UsageError(f"{path} is not an embedding cache; {FIX}")
-    return meta
+    """The difflab metadata of an embedding cache file; UsageError if missing or another file."""
+    return cache_files.read_cache_meta(path, KIND, "embedding", FIX)
 
 
 @DATASETS.register("clip_embeddings", kind="points")

@@ -9,10 +9,10 @@ training loop checks the codec's sha256 against `model.codec` before it trains o
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from difflab.core.errors import UsageError
+from difflab.data import cache_files
 from difflab.data.datasets import DATASETS, Dataset
 
 KIND = "latent_cache"
@@ -21,20 +21,7 @@ FIX = "make one with `encode_dataset(data, codec_ckpt, out)`"
 
 def read_cache_meta(path: str | Path) -> dict:
     """The difflab metadata of a latent cache file; UsageError if missing or another file."""
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"latent cache {path} does not exist; {FIX}")
-    try:
-        with safe_open(str(path), "pt") as f:
-            raw = (f.metadata() or {}).get("difflab")
-        meta = json.loads(raw) if raw else {}
-    except (SafetensorError, OSError, ValueError):
-        meta = {}
-    if meta.get("kind") != KIND:
-        raise UsageError(f"{path} is not a latent cache; {FIX}")
-    return meta
+    return cache_files.read_cache_meta(path, KIND, "latent", FIX)
 
 
 @DATASETS.register("latents", kind="latents")
