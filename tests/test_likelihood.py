@@ -105,15 +105,6 @@ def test_vlb_needs_a_discrete_vp_schedule():
         vlb_grid(build_schedule("edm"), 10)
 
 
-@pytest.fixture
-def one_thread():
-    """Autograd on a loaded 2-core machine is far faster with one intra-op thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_nll_cli_reports_bits_per_dim_and_refuses_bad_input(tmp_path, capsys, one_thread):
     from difflab import train
     from difflab.cli.main import main

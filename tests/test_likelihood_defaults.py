@@ -95,14 +95,6 @@ def test_clipping_only_shrinks_the_kl_terms_of_a_bad_model():
                                                                   raw["total"].mean())  # fmt: skip
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_nll_cli_says_which_vlb_and_trace_it_used(tmp_path, capsys, one_thread):
     """A random-weight cosine ε-model: the report records clip_denoised and the probe, and the
     clipped bound is the smaller one."""
