@@ -82,8 +82,11 @@ def feature_file(root: Path, folder: str, steps: int = 1500) -> Path:
     path = root / f"{folder}_features.safetensors"
     if not path.exists():
         train_dir, _ = build_folder(root / folder, **FOLDERS[folder])
+        from difflab.training.recipe import net_size
+
         spec = {"name": "folder", "path": str(train_dir.resolve()),
-                "channels": FOLDERS[folder]["channels"]}  # fmt: skip
+                "channels": FOLDERS[folder]["channels"],
+                "size": net_size(FOLDERS[folder]["size"])[0]}  # the size the samples have  # fmt: skip
         train_feature_net(spec, steps=steps, out_path=path, objective="simclr")
     return path
 
