@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from difflab.data.datasets import load_dataset
+from difflab.data.embeddings import to_unit
 from difflab.evaluation.prior import prior_cosine
 from difflab.inference.pipeline import load
 from difflab.storage.clip_files import open_clip
@@ -62,22 +63,26 @@ def main() -> None:
     t_prior = time.perf_counter() - start - t_clip
     held_out = load_dataset({"name": "clip_embeddings", "path": str(out / "embeddings.safetensors"),
                              "split": "test"})  # fmt: skip
+    train_set = load_dataset({"name": "clip_embeddings",
+                              "path": str(out / "embeddings.safetensors"), "split": "train"})
+    mean = to_unit(train_set.x).mean(0)  # [D] the reference that ignores the caption
     prior, rows = load(path), []
     for scale in [float(s) for s in args.scales.split(",")]:
-        runs = [prior_cosine(prior, held_out, n=args.eval_n, seed=int(seed), scale=scale)
-                for seed in args.seeds.split(",")]  # fmt: skip
+        runs = [prior_cosine(prior, held_out, n=args.eval_n, seed=int(seed), scale=scale,
+                             mean=mean) for seed in args.seeds.split(",")]  # fmt: skip
         median = statistics.median(r["prior"] for r in runs)
         baseline = runs[0]["baseline"]
-        rows.append({"scale": scale, "prior": median, "baseline": baseline,
+        rows.append({"scale": scale, "prior": median, "baseline": baseline, "mean": runs[0]["mean"],
                      "ratio": median / baseline, "n": runs[0]["n"],
                      "per_seed": [r["prior"] for r in runs]})  # fmt: skip
     print(f"clip: {clip_path} ({clip.meta.get('kind', 'clip')}, {t_clip:.0f}s); prior: {path} "
           f"({args.prior_steps} steps, {t_prior:.0f}s)")  # fmt: skip
-    print("| CFG scale | prior cos (median over seeds) | caption-embedding baseline | ratio | n |")
-    print("|---|---|---|---|---|")
+    print("| CFG scale | prior cos (median over seeds) | caption-embedding baseline | ratio | "
+          "mean training embedding | n |")
+    print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['scale']:g} | {r['prior']:.3f} | {r['baseline']:.3f} | {r['ratio']:.2f} "
-              f"| {r['n']} |")  # fmt: skip
+              f"| {r['mean']:.3f} | {r['n']} |")  # fmt: skip
     (out / "table.json").write_text(json.dumps(rows, indent=1) + "\n")
 
 

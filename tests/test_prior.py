@@ -164,6 +164,10 @@ def test_a_prior_learns_a_known_linear_text_to_image_embedding_map():
     scores = prior_cosine(prior, data, seed=0)
     assert scores["n"] == 8 and scores["prior"] > 0.97, scores
     assert scores["baseline"] < 0.5 < scores["prior"]  # the text embedding is another space
+    # ignoring the caption (the mean embedding of the trained captions) scores far lower
+    mean = F.normalize(x0[: K - 8], dim=-1).mean(0)  # [D]
+    with_mean = prior_cosine(prior, data, seed=0, mean=mean)
+    assert with_mean["prior"] == scores["prior"] and with_mean["mean"] < scores["prior"] - 0.3
     # one step from pure noise predicts the conditional mean too
     sigma = torch.full((8,), 80.0)
     one = model(80.0 * torch.randn(8, D), sigma, {"vector": model.conditioner.text[held_out]})

@@ -17,10 +17,12 @@ from difflab.inference.unclip import prior_embeddings
 @torch.no_grad()
 def prior_cosine(prior: Pipeline, data: Dataset, *, n: int | None = None, seed: int = 0,
                  scale: float = 1.0, steps: int | None = None,
-                 sampler: str | dict | None = None) -> dict[str, float]:  # fmt: skip
+                 sampler: str | dict | None = None,
+                 mean: torch.Tensor | None = None) -> dict[str, float]:  # fmt: skip
     """{"prior", "baseline", "n"}: mean cos(prior sample, true embedding) over the first `n`
     items of an embedding dataset (each captioned by its class's first template), and mean
-    cos(caption's text embedding, true embedding)."""
+    cos(caption's text embedding, true embedding); with `mean` [D] (e.g. the training set's
+    mean embedding) also "mean": cos(mean, true embedding), the score of ignoring the caption."""
     n = len(data) if n is None else min(n, len(data))
     if n < 1 or data.labels is None:
         raise UsageError("prior_cosine needs labelled embedding data; pass a `clip_embeddings` set")
@@ -30,4 +32,7 @@ def prior_cosine(prior: Pipeline, data: Dataset, *, n: int | None = None, seed: 
                                sampler=sampler)  # [n, D]  # fmt: skip
     text = prior.conditioner.encode_prompts(prompts)["vector"].float()  # [n, D]
     cos = lambda a, b: F.cosine_similarity(a.float(), b.float(), dim=-1).mean().item()  # noqa: E731
-    return {"prior": cos(sampled, truth), "baseline": cos(text, truth), "n": n}
+    out = {"prior": cos(sampled, truth), "baseline": cos(text, truth), "n": n}
+    if mean is not None:
+        out["mean"] = cos(mean.reshape(1, -1).expand_as(truth), truth)
+    return out
