@@ -278,6 +278,17 @@ def fashion_mnist(
 # ---------------------------------------------------------------- image folders
 
 
+def folder_images(path: str | Path) -> tuple[Path, list[Path]]:
+    """(the folder, its image files in a fixed order); UsageError if it is missing or empty."""
+    root = Path(path)
+    if not root.is_dir():
+        raise UsageError(f"image folder {root} does not exist; check `path`")
+    files = image_files(root)
+    if not files:
+        raise UsageError(f"image folder {root} holds no images; add PNG/JPEG files or fix `path`")
+    return root, files
+
+
 @DATASETS.register("folder", kind="image")
 def folder(*, path: str | None = None, channels: int = 3, size: int | None = None) -> Dataset:
     """A folder of images (recursive); labels from ≥2 immediate subfolders, sorted by name."""
@@ -286,12 +297,7 @@ def folder(*, path: str | None = None, channels: int = 3, size: int | None = Non
     check_choice("channels", channels, (1, 3))
     if size is not None:
         check_positive("size", size)
-    root = Path(path)
-    if not root.is_dir():
-        raise UsageError(f"image folder {root} does not exist; check path=")
-    files = image_files(root)
-    if not files:
-        raise UsageError(f"image folder {root} holds no images; add PNG/JPEG files or fix path=")
+    root, files = folder_images(path)
     top = [f.relative_to(root).parts for f in files]
     classes = sorted({parts[0] for parts in top if len(parts) > 1})
     y = None

@@ -95,6 +95,18 @@ def _mmd2_unbiased(x: Tensor, y: Tensor) -> float:
     return float((off_xx + off_yy) / (m * (m - 1)) - 2.0 * kxy.sum() / (m * m))
 
 
+def _kid_features(feats_a: ArrayLike, feats_b: ArrayLike) -> tuple[Tensor, Tensor]:
+    """Two feature sets [N, D], [M, D] as float64 tensors; UsageError unless D is equal."""
+    a = torch.from_numpy(_as_f64(feats_a, "feats_a", 2))
+    b = torch.from_numpy(_as_f64(feats_b, "feats_b", 2))
+    if a.shape[1] != b.shape[1]:
+        raise UsageError(
+            f"KID needs features of equal width, got {a.shape[1]} and {b.shape[1]}; "
+            "use the same feature network for both sets"
+        )
+    return a, b
+
+
 def kid(
     feats_a: ArrayLike,
     feats_b: ArrayLike,
@@ -104,13 +116,7 @@ def kid(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Kernel Inception Distance: mean and std of unbiased MMD² over random subsets (Bińkowski 2018)."""
-    a = torch.from_numpy(_as_f64(feats_a, "feats_a", 2))
-    b = torch.from_numpy(_as_f64(feats_b, "feats_b", 2))
-    if a.shape[1] != b.shape[1]:
-        raise UsageError(
-            f"KID needs features of equal width, got {a.shape[1]} and {b.shape[1]}; "
-            "use the same feature network for both sets"
-        )
+    a, b = _kid_features(feats_a, feats_b)
     if subsets < 1:
         raise UsageError(f"subsets={subsets} is invalid; pass a positive integer")
     m = min(subset_size, a.shape[0], b.shape[0])
@@ -137,13 +143,7 @@ def kid_jackknife(
     The error is close for different distributions and conservative (≈1.3–1.5× the true spread)
     for equal ones, where the U-statistic is degenerate.
     """
-    x = torch.from_numpy(_as_f64(feats_a, "feats_a", 2))
-    y = torch.from_numpy(_as_f64(feats_b, "feats_b", 2))
-    if x.shape[1] != y.shape[1]:
-        raise UsageError(
-            f"KID needs features of equal width, got {x.shape[1]} and {y.shape[1]}; "
-            "use the same feature network for both sets"
-        )
+    x, y = _kid_features(feats_a, feats_b)
     if min(len(x), len(y)) < 3:
         raise UsageError(
             f"KID's standard error needs at least 3 samples per set, got {len(x)} and {len(y)}; "

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from difflab.core.errors import UsageError
-from difflab.core.imageio import image_files, uint8_to_pixels
+from difflab.core.imageio import uint8_to_pixels
+from difflab.data.datasets import folder_images
 
 P_STD = 1.6  # the log-normal σ density's spread (see the module docstring)
 MIN_RESOLUTION = 4  # the U-Net halves the image down to about this size
@@ -80,12 +81,7 @@ def scan_folder(path: str | Path) -> dict:
     """Facts about an image folder: files, sizes, channels and class subfolders."""
     from PIL import Image
 
-    root = Path(path)
-    if not root.is_dir():
-        raise UsageError(f"image folder {root} does not exist; check `path`")
-    files = image_files(root)
-    if not files:
-        raise UsageError(f"image folder {root} holds no images; add PNG/JPEG files or fix `path`")
+    root, files = folder_images(path)
     sizes, colour = [], False
     for f in files:
         try:
