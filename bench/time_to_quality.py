@@ -35,7 +35,8 @@ from ttq_arms import ARMS, PRESETS  # noqa: E402
 
 from difflab.core.imageio import save_grid  # noqa: E402
 from difflab.evaluation.evaluate import evaluate, load_ref, reference_stats, save_ref  # noqa: E402
-from difflab.evaluation.features import load_feature_net, train_feature_net  # noqa: E402
+from difflab.evaluation.feature_training import train_feature_net  # noqa: E402
+from difflab.evaluation.features import load_feature_net  # noqa: E402
 
 
 def prepare_metric(dataset: str, cache: Path, feature_steps: int) -> tuple[Path, Path]:
