@@ -38,14 +38,23 @@ GROUP_PROMPTS = {  # group-level prompts → their Unicode group
 }
 
 
-def held_out_prompts(size: int, count: int) -> list[tuple[str, str]]:
-    """(prompt, group) for `count` test-split emoji spread over the list (CLDR order)."""
-    test = load_dataset({"name": "emoji", "size": size, "split": "test", "label": "name"})
-    names, groups = test.meta["names"], test.meta["groups"]
+def emoji_picks(size: int, count: int, split: str = "test") -> list[dict[str, str]]:
+    """{"prompt", "group", "name"} for `count` emoji of `split` spread over the list (CLDR order),
+    prompted in the captions' "an emoji of a …" template."""
+    data = load_dataset({"name": "emoji", "size": size, "split": split, "label": "name"})
+    names, groups = data.meta["names"], data.meta["groups"]
     picks = torch.linspace(0, len(names) - 1, count).round().long().tolist()
-    words = [class_word("emoji", names[i]) for i in picks]
-    return [(f"an emoji of {article(w)} {w}", EMOJI_GROUPS[int(groups[i])])
-            for w, i in zip(words, picks)]  # fmt: skip
+    out = []
+    for i in picks:
+        word = class_word("emoji", names[i])
+        out.append({"prompt": f"an emoji of {article(word)} {word}", "name": names[i],
+                    "group": EMOJI_GROUPS[int(groups[i])]})  # fmt: skip
+    return out
+
+
+def emoji_prompts(size: int, count: int, split: str = "test") -> list[tuple[str, str]]:
+    """(prompt, group) of `emoji_picks`."""
+    return [(p["prompt"], p["group"]) for p in emoji_picks(size, count, split)]
 
 
 @torch.no_grad()
@@ -75,7 +84,7 @@ def main() -> None:
     test = load_dataset({"name": "emoji", "size": size, "split": "test", "label": "group"})
     prior = torch.bincount(train.labels, minlength=len(EMOJI_GROUPS)).double() / len(train.labels)
     ceiling = (judge_groups(judge, test.x) == test.labels).double().mean().item()
-    prompts = held_out_prompts(size, args.held_out) + list(GROUP_PROMPTS.items())
+    prompts = emoji_prompts(size, args.held_out) + list(GROUP_PROMPTS.items())
     t = time.perf_counter()
     rows, hits, expected = [], [], []
     print(f"{'prompt':<52} {'group':<18} {'in group':>8}  judged")

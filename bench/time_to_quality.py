@@ -2,10 +2,10 @@
 
 Both trainers (bench/ttq_arms.py) train a U-Net of the same parameter count (±5 %, asserted) on
 the same data for the same training wall-clock budgets; at each budget the EMA weights are kept,
-and after training each snapshot gives `--n` images with its best 20-NFE sampler (difflab's
-config default DPM-Solver++(2M); diffusers' DPMSolverMultistepScheduler). FD is measured with
-difflab's domain feature net (trained and cached on first use, like `difflab train-features`)
-against held-out data. Printed: difflab FD / diffusers FD per budget (target ≤ 0.8).
+and after training each snapshot gives `--n` images with its best 20-NFE sampler (each arm's
+candidates are in bench/ttq_arms.py, ranked by FD on `--probe-n` images of another seed). FD is
+measured with difflab's domain feature net (trained and cached on first use, like `difflab
+train-features`) against held-out data. Printed: difflab FD / diffusers FD per budget (target ≤ 0.8).
 
 Modes (each arm runs in its own process; only training time counts against a budget):
   concurrent (default) — both arms at once, 1 thread each, released together: identical
@@ -79,11 +79,17 @@ def worker(args) -> None:
     rows = []
     for budget, steps, seconds, state in snaps:
         t0 = time.perf_counter()
-        images = arm.sample(state, args.n, args.sample_batch)  # [n, C, H, W] uint8
+        probe = {name: evaluate(arm.sample(state, args.probe_n, args.sample_batch, name, seed=1),
+                                ref, net, ("fd",))["fd"] for name in arm.samplers}  # fmt: skip
+        if None in probe.values():  # evaluate gives no FD below fd_min_n images
+            sys.exit(f"--probe-n {args.probe_n} is too few images for an FD with these features; "
+                     "raise it (500 is the default)")  # fmt: skip
+        best = min(probe, key=probe.get)
+        images = arm.sample(state, args.n, args.sample_batch, best)  # [n, C, H, W] uint8
         fd = evaluate(images, ref, net, ("fd",))["fd"]
         rows.append({"budget_min": budget / 60, "steps": steps, "train_s": seconds,
-                     "img_per_s": steps * arm.batch_size / seconds, "fd": fd,
-                     "sample_s": time.perf_counter() - t0})  # fmt: skip
+                     "img_per_s": steps * arm.batch_size / seconds, "fd": fd, "sampler": best,
+                     "probe_fd": probe, "sample_s": time.perf_counter() - t0})  # fmt: skip
         save_grid(images[:64].numpy(), out / f"{arm.name}-{budget / 60:g}min.png")
     result = {"arm": arm.name, "params": arm.params, "batch": arm.batch_size, "bf16": arm.bf16,
               "threads": args.threads, "rows": rows}  # fmt: skip
@@ -94,7 +100,8 @@ def launch(args, arm: str, threads: int, out: Path, feats: Path, ref: Path, sync
     cmd = [sys.executable, __file__, "--worker", arm, "--dataset", args.dataset,
            "--budgets", args.budgets, "--n", str(args.n), "--threads", str(threads),
            "--out", str(out), "--features-path", str(feats), "--ref-path", str(ref),
-           "--sample-batch", str(args.sample_batch)] + (["--sync"] if sync else [])  # fmt: skip
+           "--sample-batch", str(args.sample_batch), "--probe-n", str(args.probe_n)]  # fmt: skip
+    cmd += ["--sync"] if sync else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     return subprocess.Popen(cmd, env=env)
 
@@ -139,6 +146,12 @@ def report(args, out: Path, wall: float) -> None:
               f"{rb['img_per_s']:>9.0f}{ra['fd']:>12.3f}{rb['fd']:>14.3f}{ratio:>8.2f}  "
               f"{'met' if ratio <= 0.8 else 'NOT met'}")  # fmt: skip
     print(f"(A = difflab, B = diffusers; sample grids in {out})")
+    print(f"\neach arm's 20-NFE samplers, FD on {args.probe_n} probe images (seed 1); the best one "
+          f"gave the n = {args.n} FD above:")  # fmt: skip
+    for r in (a, b):
+        for row in r["rows"]:
+            fds = ", ".join(f"{k} {v:.3f}" for k, v in row["probe_fd"].items())
+            print(f"  {r['arm']:>9} {row['budget_min']:g}m: {fds} → {row['sampler']}")
 
 
 def main() -> None:
@@ -150,6 +163,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="threads per arm (sequential mode)")
     ap.add_argument("--feature-steps", type=int, default=2000, help="feature-net training steps")
     ap.add_argument("--sample-batch", type=int, default=500)
+    ap.add_argument("--probe-n", type=int, default=500,
+                    help="images per sampler when each arm picks its best 20-NFE sampler")  # fmt: skip
     ap.add_argument("--out", default="bench-out/ttq")
     ap.add_argument("--worker", choices=sorted(ARMS), help=argparse.SUPPRESS)
     ap.add_argument("--sync", action="store_true", help=argparse.SUPPRESS)

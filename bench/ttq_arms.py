@@ -1,13 +1,15 @@
 """The two trainers of bench/time_to_quality.py, behind one interface: step, snapshot, sample.
 
 `difflab`: the config's own recipe through the training engine (`difflab train`'s objective,
-AdamW, warm-up, EMA, bf16), sampled with the config's default sampler (DPM-Solver++(2M), 20 steps).
+AdamW, warm-up, EMA, bf16), sampled with 20 steps of its best sampler (the config's default
+DPM-Solver++(2M) SDE, DPM-Solver++(2M), ancestral DDPM or DDIM).
 `diffusers`: the loop of diffusers' examples/unconditional_image_generation/train_unconditional.py
 with its default arguments: `UNet2DModel` + `DDPMScheduler` (linear β, 1000 steps), L_simple
 (ε-MSE), AdamW(lr 1e-4, β = (0.95, 0.999), weight decay 1e-6, ε 1e-8), 500 warm-up steps then
 cosine decay, grad-norm clip 1.0, `EMAModel` (inv_gamma 1, power 3/4, max decay 0.9999);
-sampled with `DPMSolverMultistepScheduler` (DPM-Solver++(2M)), 20 steps. The cosine decay runs
-over wall-clock time (to 0 at the largest budget), since a time budget has no step count.
+sampled with 20 steps of its best scheduler (DPM-Solver++(2M), SDE-DPM-Solver++, DDPM or DDIM).
+The cosine decay runs over wall-clock time (to 0 at the largest budget), since a time budget has
+no step count.
 Both nets see the same data loader (same batch size, flips and seed) and the same precision.
 """
 
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.training_utils import EMAModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
@@ -101,12 +103,17 @@ class DifflabArm:
     def snapshot(self) -> dict:
         return copy.deepcopy(self.engine.ema.model.state_dict())
 
+    # 20-NFE candidates: the config's default (None) and difflab's other 1-NFE-per-step solvers
+    samplers = {"default": None, "dpmpp_2m": "dpmpp_2m", "ddpm": "ddpm", "ddim": "ddim"}
+
     @torch.inference_mode()
-    def sample(self, state: dict, n: int, batch_size: int) -> torch.Tensor:
-        """n uint8 images [n, C, H, W] of the EMA weights `state`, the config's 20-NFE sampler."""
+    def sample(self, state: dict, n: int, batch_size: int, sampler: str = "default",
+               seed: int = 0) -> torch.Tensor:  # fmt: skip
+        """n uint8 images [n, C, H, W] of the EMA weights `state`, 20 steps of `sampler`."""
         denoiser = copy.deepcopy(self.engine.ema.model)
         denoiser.load_state_dict(state)
-        return Pipeline(denoiser.eval(), self.cfg)(n, seed=0, batch_size=batch_size)
+        return Pipeline(denoiser.eval(), self.cfg)(n, seed=seed, batch_size=batch_size, steps=20,
+                                                   sampler=self.samplers[sampler])  # fmt: skip
 
 
 class DiffusersArm:
@@ -158,21 +165,31 @@ class DiffusersArm:
     def snapshot(self) -> list[torch.Tensor]:
         return [p.detach().clone() for p in self.ema.shadow_params]
 
+    # 20-NFE candidates of diffusers; DDPM and DDIM clip x̂0 to [-1, 1] (their clip_sample default)
+    samplers = {
+        "dpmsolver++": (DPMSolverMultistepScheduler, {}),
+        "sde-dpmsolver++": (DPMSolverMultistepScheduler, {"algorithm_type": "sde-dpmsolver++"}),
+        "ddpm": (DDPMScheduler, {}),
+        "ddim": (DDIMScheduler, {}),
+    }
+
     @torch.inference_mode()
-    def sample(self, state: list[torch.Tensor], n: int, batch_size: int) -> torch.Tensor:
-        """n uint8 images of the EMA weights `state`: DPMSolverMultistepScheduler, 20 steps."""
+    def sample(self, state: list[torch.Tensor], n: int, batch_size: int,
+               sampler: str = "dpmsolver++", seed: int = 0) -> torch.Tensor:  # fmt: skip
+        """n uint8 images of the EMA weights `state`: 20 steps of the diffusers scheduler `sampler`."""
         net = copy.deepcopy(self.net).eval()
         for p, s in zip(net.parameters(), state, strict=True):
             p.copy_(s)
-        solver = DPMSolverMultistepScheduler.from_config(self.ddpm.config)
-        g = torch.Generator().manual_seed(0)
+        cls, options = self.samplers[sampler]
+        solver = cls.from_config(self.ddpm.config, **options)
+        g = torch.Generator().manual_seed(seed)
         out = []
         for i in range(0, n, batch_size):
             solver.set_timesteps(20)
             x = torch.randn([min(batch_size, n - i), *self.shape], generator=g)
             for t in solver.timesteps:  # fp32, as difflab's Pipeline samples
                 eps = net(x, t, return_dict=False)[0]
-                x = solver.step(eps, t, x, return_dict=False)[0]
+                x = solver.step(eps, t, x, generator=g, return_dict=False)[0]
             out.append(pixels_to_uint8(x))
         return torch.cat(out)
 

@@ -158,3 +158,26 @@ def test_text_to_prior_to_decoder_from_the_cli(decoder, colours, clip_file, tmp_
     assert main(["sample", str(decoder), "--prior", str(prior), "--class", "1", "--out",
                  str(tmp_path / "x"), *common]) == 2  # fmt: skip
     assert "drop --class" in capsys.readouterr().err
+
+
+def test_train_clip_stops_at_max_seconds(colours, tmp_path):
+    """--max-seconds ends training before --steps and the file records the steps and seconds."""
+    from difflab.storage.clip import load_clip
+
+    out = tmp_path / "clip.safetensors"
+    argv = ["train-clip", str(colours), "--out", str(out), "--steps", "100000", "--quiet",
+            "--batch-size", "8", "--max-seconds", "1", "--set", "net.model_channels=8",
+            "--set", "net.channel_mult=[1]"]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0
+    done = load_clip(out).meta["train"]["done"]
+    assert 1 <= done["steps"] < 100000 and 1.0 <= done["seconds"] < 30, done
+    assert load_clip(out).meta["train"]["max_seconds"] == 1.0
+
+
+def test_train_clip_refuses_a_non_positive_max_seconds(colours, tmp_path, capsys):
+    argv = ["train-clip", str(colours), "--out", str(tmp_path / "c.safetensors"), "--quiet",
+            "--max-seconds", "0"]  # fmt: skip
+    assert main(argv) != 0
+    assert "`max_seconds` must be a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "c.safetensors").exists()

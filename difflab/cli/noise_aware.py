@@ -32,7 +32,7 @@ def _train(args, train_fn, what: str, **extra) -> int:
 
     try:
         model = train_fn(
-            data_spec(args.data), args.out, steps=args.steps, batch_size=args.batch_size,
+            data_spec(args.data), args.out, steps=args.steps, max_seconds=args.max_seconds, batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, force=args.force, device=args.device, callback=on_step,
             codec=args.codec_ckpt, **options, **extra,
         )  # fmt: skip
@@ -62,6 +62,8 @@ def add_training_parser(sub, common, name: str, help: str, func, codec: bool = T
     p.add_argument("data", help="dataset name, inline TOML table or image folder")
     p.add_argument("--out", required=True, help="output .safetensors file")
     p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop after this many seconds of training, even before --steps")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)

@@ -36,6 +36,7 @@ def train_classifier(
     out: str | os.PathLike,
     *,
     steps: int = 2000,
+    max_seconds: float | None = None,
     batch_size: int = 64,
     lr: float = 3e-4,
     net: dict[str, Any] | None = None,
@@ -60,14 +61,14 @@ def train_classifier(
     """
     out, data, train, test, meta = setup(
         dataset_spec, "classifier", out, force=force, test_fraction=test_fraction, net=net,
-        density=density, sigma_data=sigma_data, steps=steps, batch_size=batch_size, lr=lr,
+        density=density, sigma_data=sigma_data, steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
         seed=seed, ema_decay=ema_decay, weight_decay=weight_decay, codec=codec,
     )  # fmt: skip
     density = meta["density"]
     torch.manual_seed(seed)
     model = NoiseAwareClassifier.from_meta(meta)
     model = fit(
-        NoisedClassification(model, density), train, steps=steps, batch_size=batch_size, lr=lr,
+        NoisedClassification(model, density), train, steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, ema_decay=ema_decay, seed=seed, callback=callback,
         device=device,
     )  # fmt: skip

@@ -66,6 +66,7 @@ def train_clip(
     text_encoder: str | Any = "minilm",
     prompts: list[list[str]] | None = None,
     steps: int = 2000,
+    max_seconds: float | None = None,
     batch_size: int = 64,
     lr: float = 3e-4,
     net: dict[str, Any] | None = None,
@@ -87,7 +88,7 @@ def train_clip(
     out, model, test = fit_contrastive(
         ClipImageEncoder, dataset_spec, "clip", out, text_encoder=text_encoder,
         prompts=prompts, density=clean_density(sigma), extra_meta={"clip_sigma": float(sigma)},
-        steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
+        steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
         weight_decay=weight_decay, seed=seed, device=device, callback=callback, force=force,
         test_fraction=test_fraction, net=net, sigma_data=sigma_data,
     )  # fmt: skip

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -151,12 +152,22 @@ class Engine:
 
 
 def fit(
-    engine: Engine, loader: Iterator, steps: int, callback: Callable[[dict], None] | None = None
-) -> nn.Module:
-    """Run `steps` engine steps; callback({"step", "loss"}) after each; the trained net, frozen."""
+    engine: Engine,
+    loader: Iterator,
+    steps: int,
+    callback: Callable[[dict], None] | None = None,
+    max_seconds: float | None = None,
+) -> tuple[nn.Module, dict[str, float]]:
+    """Run `steps` engine steps, or fewer (at least one) once `max_seconds` have passed; callback
+    ({"step", "loss"}) after each; (the trained net, frozen; {"steps", "seconds"} done)."""
     engine.objective.model.train()
-    for step in range(steps):
+    start, step = time.perf_counter(), 0
+    while step < steps and not (
+        step and max_seconds and time.perf_counter() - start >= max_seconds
+    ):
         result = engine.step(step, loader)
+        step += 1
         if callback is not None:
-            callback({"step": step + 1, "loss": result.loss})
-    return engine.model.eval().requires_grad_(False)
+            callback({"step": step, "loss": result.loss})
+    done = {"steps": step, "seconds": round(time.perf_counter() - start, 3)}
+    return engine.model.eval().requires_grad_(False), done

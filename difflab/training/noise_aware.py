@@ -86,8 +86,10 @@ def fit(
     seed: int,
     callback: Callable[[dict], None] | None,
     device: str = "auto",
+    max_seconds: float | None = None,
 ) -> NoiseAwareNet:
-    """AdamW on `objective` (its σ density: ADM §4) through the shared step engine; EMA or raw net."""
+    """AdamW on `objective` (its σ density: ADM §4) through the shared step engine for `steps`, or
+    until `max_seconds` of training; the EMA or raw net, its meta["train"]["done"] = steps, seconds."""
     if steps < 1 or batch_size < 1 or not lr > 0:
         raise UsageError(
             f"`steps`, `batch_size` and `lr` must be positive, got {steps}, {batch_size}, {lr}"
@@ -98,7 +100,10 @@ def fit(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     ema = EMA(model, ema_decay) if ema_decay > 0 else None
     engine = Engine(objective, opt, generator=g, world=World(device=dev), ema=ema)
-    return fit_engine(engine, loader, steps, callback)
+    model, done = fit_engine(engine, loader, steps, callback, max_seconds)
+    if hasattr(model, "meta"):
+        model.meta.setdefault("train", {})["done"] = done
+    return model
 
 
 @torch.no_grad()
@@ -127,6 +132,9 @@ def setup(
     out = check_out(out, force)
     for key, rule in (("ema_decay", UNIT), ("weight_decay", NON_NEGATIVE)):
         train_opts[key] = check_value(f"`{key}`", train_opts.get(key), float, rule, prefix="")
+    if train_opts.get("max_seconds") is not None:
+        train_opts["max_seconds"] = check_value("`max_seconds`", train_opts["max_seconds"], float,
+                                                POSITIVE, prefix="")  # fmt: skip
     sigma_data = check_value("`sigma_data`", sigma_data, float, POSITIVE, prefix="")
     data = image_data(dataset_spec, what, codec)
     if not 0 < test_fraction < 1:
