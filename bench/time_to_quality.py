@@ -60,7 +60,8 @@ def worker(args) -> None:
     """One arm: train for the budgets (snapshots of the EMA at each), then sample and score."""
     torch.set_num_threads(args.threads)
     budgets = sorted(60.0 * b for b in args.budget_list)
-    arm = ARMS[args.worker](PRESETS[args.dataset], budgets[-1])
+    lr = args.diffusers_lr if args.worker == "diffusers" else None
+    arm = ARMS[args.worker](PRESETS[args.dataset], budgets[-1], lr)
     out = Path(args.out)
     if args.sync:  # concurrent mode: say ready, start when the driver says go
         (out / f"{arm.name}.ready").touch()
@@ -92,6 +93,7 @@ def worker(args) -> None:
                      "probe_fd": probe, "sample_s": time.perf_counter() - t0})  # fmt: skip
         save_grid(images[:64].numpy(), out / f"{arm.name}-{budget / 60:g}min.png")
     result = {"arm": arm.name, "params": arm.params, "batch": arm.batch_size, "bf16": arm.bf16,
+              "lr": getattr(arm, "lr", None),
               "threads": args.threads, "rows": rows}  # fmt: skip
     (out / f"{arm.name}.json").write_text(json.dumps(result, indent=1))
 
@@ -101,6 +103,7 @@ def launch(args, arm: str, threads: int, out: Path, feats: Path, ref: Path, sync
            "--budgets", args.budgets, "--n", str(args.n), "--threads", str(threads),
            "--out", str(out), "--features-path", str(feats), "--ref-path", str(ref),
            "--sample-batch", str(args.sample_batch), "--probe-n", str(args.probe_n)]  # fmt: skip
+    cmd += ["--diffusers-lr", str(args.diffusers_lr)] if args.diffusers_lr else []
     cmd += ["--sync"] if sync else []
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     return subprocess.Popen(cmd, env=env)
@@ -136,7 +139,8 @@ def report(args, out: Path, wall: float) -> None:
     print(f"\n## time to quality, {args.dataset}, mode {args.mode} ({a['threads']} thread(s) "
           f"each), n = {args.n}, wall {wall / 60:.1f} min")  # fmt: skip
     print(f"params difflab {a['params'] / 1e6:.3f}M, diffusers {b['params'] / 1e6:.3f}M "
-          f"({rel:+.2%}); batch {a['batch']}, bf16 {a['bf16']}")  # fmt: skip
+          f"({rel:+.2%}); batch {a['batch']}, bf16 {a['bf16']}; diffusers peak lr "
+          f"{b.get('lr', 1e-4):g}")  # fmt: skip
     assert abs(rel) <= 0.05, f"parameter counts differ by {rel:+.1%}"
     print(f"{'budget':>7}{'steps A':>9}{'steps B':>9}{'img/s A':>9}{'img/s B':>9}"
           f"{'FD difflab':>12}{'FD diffusers':>14}{'ratio':>8}  target ≤ 0.8")  # fmt: skip
@@ -163,6 +167,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2, help="threads per arm (sequential mode)")
     ap.add_argument("--feature-steps", type=int, default=2000, help="feature-net training steps")
     ap.add_argument("--sample-batch", type=int, default=500)
+    ap.add_argument("--diffusers-lr", type=float,
+                    help="peak learning rate of the diffusers loop (default: the script's 1e-4)")  # fmt: skip
     ap.add_argument("--probe-n", type=int, default=500,
                     help="images per sampler when each arm picks its best 20-NFE sampler")  # fmt: skip
     ap.add_argument("--out", default="bench-out/ttq")

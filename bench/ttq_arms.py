@@ -84,8 +84,8 @@ class DifflabArm:
 
     name = "difflab"
 
-    def __init__(self, preset: Preset, budget_s: float):
-        self.cfg = cfg = load_config(preset.config)
+    def __init__(self, preset: Preset, budget_s: float, lr: float | None = None):
+        self.cfg = cfg = load_config(preset.config)  # `lr`: the config's own (the recipe's)
         torch.manual_seed(cfg.train.seed)
         dataset = load_dataset(cfg.data.dataset)
         resolve_model(cfg, dataset)
@@ -122,7 +122,8 @@ class DiffusersArm:
     name = "diffusers"
     warmup_steps, lr = 500, 1e-4
 
-    def __init__(self, preset: Preset, budget_s: float):
+    def __init__(self, preset: Preset, budget_s: float, lr: float | None = None):
+        self.lr = self.lr if lr is None else lr  # the script's 1e-4 unless asked otherwise
         cfg = load_config(preset.config)  # the same data, batch, flips, seed and precision
         torch.manual_seed(cfg.train.seed)
         dataset = load_dataset(cfg.data.dataset)
