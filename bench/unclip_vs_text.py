@@ -79,6 +79,36 @@ def train_text(args, out: Path, budget_s: float) -> dict:
     return {"model": str(train(cfg, out / "text"))}
 
 
+def train_prior_stage(args, out: Path, clip, sha256: str, budget_s: float) -> Path:
+    """The prior on `clip`'s cached embeddings for its share of the budget (`--prior-set` options)."""
+    data = {"name": "emoji", "split": "train", "size": args.size, "label": "name"}
+    shutil.rmtree(out / "prior", ignore_errors=True)
+    return train_prior(data, clip, out / "prior", clip_sha256=sha256,
+                       cache=out / "embeddings.safetensors",
+                       overrides=[f"train.steps={MANY}", f"train.ckpt_every={MANY}",
+                                  f"train.max_seconds={args.prior_share * budget_s}",
+                                  *args.prior_set])  # fmt: skip
+
+
+def redo_prior(args) -> None:
+    """`--redo-prior`: retrain only the unCLIP arm's prior (same CLIP, decoder and prior budget),
+    resample that arm; its CLIP and decoder stage times are kept."""
+    torch.set_num_threads(1)
+    out = Path(args.out) / "unclip"
+    info = json.loads((out.parent / "unclip.json").read_text())
+    clip, sha256 = open_clip(out / "clip.safetensors")
+    t0 = time.perf_counter()
+    info["prior"] = str(train_prior_stage(args, out, clip, sha256, 60 * args.minutes))
+    info["prior_s"] = time.perf_counter() - t0
+    info["prior_set"] = list(args.prior_set)
+    prompts = json.loads((out.parent / "prompts.json").read_text())
+    t1 = time.perf_counter()
+    images = sample_arm(args, "unclip", info, [p["prompt"] for p in prompts])
+    info["sample_s"] = time.perf_counter() - t1
+    save_file({"images": images.contiguous()}, str(out.parent / "unclip-samples.safetensors"))
+    (out.parent / "unclip.json").write_text(json.dumps(info, indent=1))
+
+
 def train_unclip(args, out: Path, budget_s: float) -> dict:
     """The unCLIP arm: CLIP, then the prior, then the decoder on what is left of the budget."""
     t0, data = time.perf_counter(), {"name": "emoji", "split": "train", "size": args.size,
@@ -87,11 +117,7 @@ def train_unclip(args, out: Path, budget_s: float) -> dict:
     train_clip(data, clip_path, steps=MANY, max_seconds=args.clip_share * budget_s, force=True)
     clip, sha256 = open_clip(clip_path)
     t_clip = time.perf_counter() - t0
-    prior_budget = args.prior_share * budget_s
-    prior = train_prior(data, clip, out / "prior", clip_sha256=sha256,
-                        cache=out / "embeddings.safetensors",
-                        overrides=[f"train.steps={MANY}", f"train.max_seconds={prior_budget}",
-                                   f"train.ckpt_every={MANY}"])  # fmt: skip
+    prior = train_prior_stage(args, out, clip, sha256, budget_s)
     t_prior = time.perf_counter() - t0 - t_clip
     left = budget_s - (time.perf_counter() - t0)
     if left < 0.1 * budget_s:
@@ -144,6 +170,8 @@ def launch(args, arm: str) -> subprocess.Popen:
     keep = ["--minutes", "--size", "--prompts", "-n", "--steps", "--scale", "--prior-scale",
             "--clip-share", "--prior-share", "--out"]  # fmt: skip
     cmd = [sys.executable, __file__, "--worker", arm]
+    for item in args.prior_set:
+        cmd += ["--prior-set", item]
     for flag in keep:
         cmd += [flag, str(getattr(args, flag.lstrip("-").replace("-", "_")))]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -239,7 +267,9 @@ def drive(args) -> None:
                for p in emoji_picks(args.size, args.prompts, split)]  # fmt: skip
     judge, feats = feature_nets(args, out)
     t0 = time.perf_counter()
-    if not args.score_only:
+    if args.redo_prior:
+        redo_prior(args)
+    elif not args.score_only:
         run_arms(args, out, prompts)
     everything = load_dataset({"name": "emoji", "size": args.size, "split": "all", "label": "name"})
     ref_feats = extract(feats, everything.x)[0]  # [M, D]
@@ -264,6 +294,7 @@ def print_report(r: dict, args) -> None:
     real, u, t = r["real"], r["unclip"], r["text"]
     print(f"\n## unCLIP vs text-conditional U-Net, emoji {args.size}×{args.size}, "
           f"{args.minutes:g} training minutes each (1 thread each, run together)")  # fmt: skip
+    print(f"prior options: {u.get('prior_set') or args.prior_set or 'the prior config'}")
     print(f"unCLIP stages: CLIP {u['clip_s']:.0f} s, prior {u['prior_s']:.0f} s, decoder "
           f"{u['decoder_s']:.0f} s; text model {t['train_s']:.0f} s")  # fmt: skip
     if u.get("clip_retrieval"):
@@ -303,6 +334,11 @@ def main() -> None:
     ap.add_argument("--prior-share", type=float, default=0.1, help="of unCLIP's budget")
     ap.add_argument("--feature-steps", type=int, default=1000)
     ap.add_argument("--out", default="bench-out/unclip_vs_text")
+    ap.add_argument("--prior-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override the prior's config, e.g. model.net.width=128")  # fmt: skip
+    ap.add_argument("--redo-prior", action="store_true",
+                    help="retrain only the unCLIP arm's prior of an earlier call (its prior "
+                    "budget, one thread), resample that arm and score")  # fmt: skip
     ap.add_argument("--score-only", action="store_true",
                     help="score the samples an earlier call left in --out")  # fmt: skip
     ap.add_argument("--worker", choices=ARMS, help=argparse.SUPPRESS)
