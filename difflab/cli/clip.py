@@ -25,7 +25,8 @@ def cmd_train_clip(args) -> int:
 
     try:
         clip = train_clip(
-            data_spec(args.data), args.out, steps=args.steps, max_seconds=args.max_seconds, batch_size=args.batch_size,
+            data_spec(args.data), args.out, steps=args.steps, max_seconds=args.max_seconds,
+            batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, force=args.force, device=args.device, callback=on_step,
             text_encoder=args.text_encoder, sigma=args.sigma, **options,
         )  # fmt: skip

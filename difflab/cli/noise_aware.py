@@ -32,7 +32,8 @@ def _train(args, train_fn, what: str, **extra) -> int:
 
     try:
         model = train_fn(
-            data_spec(args.data), args.out, steps=args.steps, max_seconds=args.max_seconds, batch_size=args.batch_size,
+            data_spec(args.data), args.out, steps=args.steps, max_seconds=args.max_seconds,
+            batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, force=args.force, device=args.device, callback=on_step,
             codec=args.codec_ckpt, **options, **extra,
         )  # fmt: skip

@@ -61,14 +61,16 @@ def train_classifier(
     """
     out, data, train, test, meta = setup(
         dataset_spec, "classifier", out, force=force, test_fraction=test_fraction, net=net,
-        density=density, sigma_data=sigma_data, steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
+        density=density, sigma_data=sigma_data, steps=steps, max_seconds=max_seconds,
+        batch_size=batch_size, lr=lr,
         seed=seed, ema_decay=ema_decay, weight_decay=weight_decay, codec=codec,
     )  # fmt: skip
     density = meta["density"]
     torch.manual_seed(seed)
     model = NoiseAwareClassifier.from_meta(meta)
     model = fit(
-        NoisedClassification(model, density), train, steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
+        NoisedClassification(model, density), train, steps=steps, max_seconds=max_seconds,
+        batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, ema_decay=ema_decay, seed=seed, callback=callback,
         device=device,
     )  # fmt: skip

@@ -63,7 +63,8 @@ def fit_contrastive(
     """The contrastive training shared by `train_encoder` and `train_clip`: (checked out path,
     trained net of class `cls` with class caption embeddings, held-out split); writes nothing."""
     out, data, train, test, meta = setup(
-        dataset_spec, what, out, density=density, steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
+        dataset_spec, what, out, density=density, steps=steps, max_seconds=max_seconds,
+        batch_size=batch_size, lr=lr,
         seed=seed, ema_decay=ema_decay, weight_decay=weight_decay, **setup_opts,
     )  # fmt: skip
     if isinstance(text_encoder, str):
@@ -90,7 +91,8 @@ def fit_contrastive(
     model.class_embeddings.copy_(class_means(pooled, owner, len(class_names)))
     objective = Contrastive(model, meta["density"], pooled, owner, seed=seed + 1)
     model = fit(
-        objective, train, steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        objective, train, steps=steps, max_seconds=max_seconds,
+        batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         ema_decay=ema_decay, seed=seed, callback=callback, device=device,
     )  # fmt: skip
     return out, model, test
@@ -128,7 +130,8 @@ def train_encoder(
     """
     out, model, test = fit_contrastive(
         NoiseAwareEncoder, dataset_spec, "encoder", out, text_encoder=text_encoder,
-        prompts=prompts, density=density, steps=steps, max_seconds=max_seconds, batch_size=batch_size, lr=lr,
+        prompts=prompts, density=density, steps=steps, max_seconds=max_seconds,
+        batch_size=batch_size, lr=lr,
         ema_decay=ema_decay, weight_decay=weight_decay, seed=seed, device=device,
         callback=callback, force=force, test_fraction=test_fraction, net=net,
         sigma_data=sigma_data, codec=codec,
