@@ -23,3 +23,6 @@ def test_bench_script_imports(path, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)
+    assert module.__doc__, f"{path.name} has no docstring saying what it measures and how to run it"
+    if '__name__ == "__main__"' in path.read_text():  # a runnable bench: its entry point exists
+        assert callable(getattr(module, "main", None)), f"{path.name} runs main() but has none"
