@@ -60,6 +60,17 @@ ARMS = ("unclip", "text")
 MANY = 10**7  # a step count never reached: the budgets stop training
 
 
+def emoji_names(size: int) -> dict:
+    """The training data of every stage: emoji of the training split, labelled by name."""
+    return {"name": "emoji", "split": "train", "size": size, "label": "name"}
+
+
+def save_arm(out: Path, arm: str, images: torch.Tensor, info: dict) -> None:
+    """An arm's samples (uint8 [N, 3, H, W]) and its record, read back by the scoring."""
+    save_file({"images": images.contiguous()}, str(out / f"{arm}-samples.safetensors"))
+    (out / f"{arm}.json").write_text(json.dumps(info, indent=1))
+
+
 def common_overrides(size: int) -> list[str]:
     """The U-Net, data, training and sampling settings both denoisers share."""
     return [
@@ -81,7 +92,7 @@ def train_text(args, out: Path, budget_s: float) -> dict:
 
 def train_prior_stage(args, out: Path, clip, sha256: str, budget_s: float) -> Path:
     """The prior on `clip`'s cached embeddings for its share of the budget (`--prior-set` options)."""
-    data = {"name": "emoji", "split": "train", "size": args.size, "label": "name"}
+    data = emoji_names(args.size)
     shutil.rmtree(out / "prior", ignore_errors=True)
     return train_prior(data, clip, out / "prior", clip_sha256=sha256,
                        cache=out / "embeddings.safetensors",
@@ -105,14 +116,12 @@ def redo_prior(args) -> None:
     t1 = time.perf_counter()
     images = sample_arm(args, "unclip", info, [p["prompt"] for p in prompts])
     info["sample_s"] = time.perf_counter() - t1
-    save_file({"images": images.contiguous()}, str(out.parent / "unclip-samples.safetensors"))
-    (out.parent / "unclip.json").write_text(json.dumps(info, indent=1))
+    save_arm(out.parent, "unclip", images, info)
 
 
 def train_unclip(args, out: Path, budget_s: float) -> dict:
     """The unCLIP arm: CLIP, then the prior, then the decoder on what is left of the budget."""
-    t0, data = time.perf_counter(), {"name": "emoji", "split": "train", "size": args.size,
-                                     "label": "name"}  # fmt: skip
+    t0, data = time.perf_counter(), emoji_names(args.size)
     clip_path = out / "clip.safetensors"
     train_clip(data, clip_path, steps=MANY, max_seconds=args.clip_share * budget_s, force=True)
     clip, sha256 = open_clip(clip_path)
@@ -160,10 +169,7 @@ def worker(args) -> None:
     t1 = time.perf_counter()
     images = sample_arm(args, args.worker, info, [p["prompt"] for p in prompts])
     info["sample_s"] = time.perf_counter() - t1
-    save_file(
-        {"images": images.contiguous()}, str(out.parent / f"{args.worker}-samples.safetensors")
-    )
-    (out.parent / f"{args.worker}.json").write_text(json.dumps(info, indent=1))
+    save_arm(out.parent, args.worker, images, info)
 
 
 def launch(args, arm: str) -> subprocess.Popen:
